@@ -1,0 +1,1 @@
+"""Cross-cutting pieces: settings, auth, errors, composition roots, the CLI."""

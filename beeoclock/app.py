@@ -1,0 +1,107 @@
+"""Composition root of the HTTP processes: the write API, the read API, or both on one port
+(the panel client has one base URL)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import psycopg
+import redis.asyncio as aredis
+from fastapi import FastAPI, Request
+from psycopg_pool import AsyncConnectionPool
+from starlette.responses import Response
+
+from beeoclock import errors, kafka, migrations
+from beeoclock.deps import RequestIdMiddleware
+from beeoclock.settings import Settings
+from projections.cache import ReadCache
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> FastAPI:
+    settings.require("database_url", "kafka_bootstrap_servers", "redis_url", "jwt_secret")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        closers: list[Any] = []
+        if write:
+            from commands.application import PanelApplication
+
+            panel = PanelApplication(env=settings.eventsourcing_env())
+            app.state.panel = panel
+            closers.append(panel.close)
+        if read:
+            pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                settings.database_url, min_size=2, max_size=settings.db_pool_size, open=False,
+                kwargs={"autocommit": True},
+            )
+            await pool.open()
+            app.state.read_pool = pool
+            closers.append(pool.close)
+        client = aredis.Redis.from_url(
+            settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
+        )
+        app.state.cache = ReadCache(client)
+        closers.append(client.aclose)
+        try:
+            yield
+        finally:
+            for close in reversed(closers):
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+
+    parts = [name for name, on in (("write", write), ("read", read)) if on]
+    app = FastAPI(
+        title="Bee O'clock panel service",
+        version="1.0.0",
+        summary=f"Customers and bookable services of business tenants ({' + '.join(parts)} API).",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(RequestIdMiddleware)  # type: ignore[arg-type]
+    if write:
+        from write_api.customers import router as write_customers
+
+        app.include_router(write_customers)
+    if read:
+        from read_api.customers import router as read_customers
+
+        app.include_router(read_customers)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> Response:
+        """Alive: the process answers."""
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz(request: Request) -> Response:
+        """Ready: database reachable and migrated, broker and cache reachable."""
+        broker = await asyncio.to_thread(kafka.reachable, settings)
+        checks = {
+            "database": await asyncio.to_thread(_database_ready, settings),
+            "broker": "ok" if broker else "unreachable",
+            "cache": "ok" if await request.app.state.cache.ping() else "unreachable",
+        }
+        ok = all(v == "ok" for v in checks.values())
+        body = {"status": "ok" if ok else "unavailable", "checks": checks}
+        return Response(orjson.dumps(body), 200 if ok else 503, media_type="application/json")
+
+    return app
+
+
+def _database_ready(settings: Settings) -> str:
+    try:
+        with psycopg.connect(settings.database_url, connect_timeout=2) as conn:
+            current = migrations.applied_version(conn)
+    except psycopg.Error as exc:
+        return f"unreachable: {type(exc).__name__}"
+    latest = migrations.latest_version()
+    return "ok" if current >= latest else f"schema at {current}, expected {latest}"

@@ -1,0 +1,91 @@
+"""Typed FastAPI dependencies shared by both APIs (the `Annotated` aliases routes use)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from beeoclock.auth import Principal, authenticate
+from beeoclock.settings import Settings
+from commands.context import Meta
+from commands.errors import FieldError, InvalidCommand
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_principal(
+    request: Request,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_business_tenant_id: Annotated[str | None, Header()] = None,
+) -> Principal:
+    return authenticate(authorization, x_business_tenant_id, get_settings(request))
+
+
+def get_request_id(request: Request) -> str:
+    request_id: str = request.state.request_id
+    return request_id
+
+
+def get_meta(
+    principal: Annotated[Principal, Depends(get_principal)],
+    request_id: Annotated[str, Depends(get_request_id)],
+) -> Meta:
+    return Meta(principal.tenant_id, principal.subject, request_id, datetime.now(UTC))
+
+
+def get_expected_version(
+    if_match: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> int | None:
+    """`If-Match: "3"` pins the version a change applies to; `*` or absent pins nothing."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    value = if_match.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise InvalidCommand(
+            "If-Match must be an ETag such as \"3\"",
+            [FieldError("If-Match", "is not a version ETag", f"value: {if_match[:40]!r}")],
+        )
+    return int(value)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+MetaDep = Annotated[Meta, Depends(get_meta)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ExpectedVersionDep = Annotated[int | None, Depends(get_expected_version)]
+
+
+class RequestIdMiddleware:
+    """Takes a sane `X-Request-Id` from the caller or makes one; echoes it on the response."""
+
+    def __init__(self, app: object) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, object], receive: object, send: object) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)  # type: ignore[operator]
+            return
+        given = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"),  # type: ignore[attr-defined]
+            "",
+        )
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id  # type: ignore[index]
+
+        async def send_with_id(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))  # type: ignore[call-overload]
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)  # type: ignore[operator]
+
+        await self.app(scope, receive, send_with_id)  # type: ignore[operator]

@@ -1,0 +1,95 @@
+"""The one place where errors become HTTP answers, in the NestJS shape the panel client reads:
+`{"statusCode", "error", "message", "errors": [{"error", "message", "detail"}]}`."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from beeoclock.auth import Forbidden, Unauthenticated
+from beeoclock.consistency import NotCaughtUp
+from commands.errors import Conflict, DomainError, FieldError, InvalidCommand, NotFound, RuleViolation
+from projections.paging import BadCursor
+
+log = logging.getLogger(__name__)
+
+_STATUS: dict[type[Exception], int] = {
+    InvalidCommand: 400,
+    BadCursor: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    RuleViolation: 422,
+    NotCaughtUp: 503,
+}
+
+
+def error_response(
+    status: int,
+    message: str,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "statusCode": status,
+        "error": HTTPStatus(status).phrase,
+        "message": message,
+    }
+    if errors:
+        body["errors"] = [
+            {"error": e.field, "message": e.message, **({"detail": e.detail} if e.detail else {})}
+            for e in errors
+        ]
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def _field_errors(exc: RequestValidationError) -> list[FieldError]:
+    found = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        detail = None
+        if "input" in err and err.get("type") != "missing":
+            detail = f"value: {str(err['input'])[:80]!r}"
+        found.append(FieldError(".".join(loc) or "body", str(err.get("msg", "invalid")), detail))
+    return found
+
+
+def install(app: FastAPI) -> None:
+    async def known(_: Request, exc: Exception) -> Response:
+        status = next(s for t, s in _STATUS.items() if isinstance(exc, t))
+        errors = exc.errors if isinstance(exc, DomainError) else None
+        headers = {"Retry-After": "1"} if status == 503 else None
+        if status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        message = exc.message if isinstance(exc, DomainError) else str(exc)
+        if isinstance(exc, NotCaughtUp):
+            message = "the read models have not caught up with your last write yet; retry"
+        return error_response(status, message, errors, headers)
+
+    async def invalid(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = _field_errors(exc)
+        message = "; ".join(f"{e.field} {e.message}" for e in errors[:5])
+        return error_response(400, message or "invalid request", errors)
+
+    async def http(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal error")
+
+    for exc_type in (DomainError, Unauthenticated, Forbidden, NotCaughtUp, BadCursor):
+        app.add_exception_handler(exc_type, known)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(HTTPException, http)
+    app.add_exception_handler(Exception, unexpected)

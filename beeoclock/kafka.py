@@ -1,0 +1,87 @@
+"""Kafka clients configured for this system and for the tansu broker's behaviour."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from beeoclock.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def servers(settings: Settings) -> list[str]:
+    return [s.strip() for s in settings.kafka_bootstrap_servers.split(",") if s.strip()]
+
+
+def ensure_topics(settings: Settings) -> None:
+    """Create the topics (one per aggregate type) if they don't exist."""
+    admin = KafkaAdminClient(bootstrap_servers=servers(settings), client_id="beeoclock-admin")
+    try:
+        existing = set(admin.list_topics())
+        wanted = [settings.topic_customer, settings.topic_service]
+        new = [
+            NewTopic(name, num_partitions=settings.kafka_partitions, replication_factor=1)
+            for name in wanted
+            if name not in existing
+        ]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+            log.info("created topics %s", [t.name for t in new])
+    finally:
+        admin.close()
+
+
+def producer(settings: Settings) -> KafkaProducer:
+    # Idempotent, acknowledged by all in-sync replicas, ordered per partition; a send that
+    # can't be delivered within the timeout fails its future, which the relay checks.
+    return KafkaProducer(
+        bootstrap_servers=servers(settings),
+        client_id="beeoclock-relay",
+        acks="all",
+        enable_idempotence=True,
+        retries=2**31 - 1,
+        max_in_flight_requests_per_connection=5,
+        linger_ms=0,
+        delivery_timeout_ms=30000,
+        request_timeout_ms=10000,
+    )
+
+
+def consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
+    # Auto-commit off: the database holds the offsets that count. fetch_max_wait_ms is short
+    # because tansu answers a waiting fetch only when it expires; max_poll_interval_ms is
+    # what kafka-python sends as the rebalance timeout, which tansu waits out on every join.
+    options: dict[str, Any] = {
+        "bootstrap_servers": servers(settings),
+        "group_id": settings.projector_group,
+        "client_id": "beeoclock-projector",
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "fetch_max_wait_ms": 10,
+        "max_poll_interval_ms": 5000,
+        "session_timeout_ms": 10000,
+        "heartbeat_interval_ms": 1000,
+        "max_poll_records": 500,
+    }
+    options.update(overrides)
+    return KafkaConsumer(**options)
+
+
+def reachable(settings: Settings, timeout_s: float = 1.0) -> bool:
+    for server in servers(settings):
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout_s):
+                return True
+        except OSError:
+            continue
+    return False

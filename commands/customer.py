@@ -1,0 +1,115 @@
+"""The customer aggregate: commands in, decisions out (pure: time and ids come on the command)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eventsourcing.domain import BaseAggregate
+
+from commands.context import Meta
+from commands.errors import Conflict
+from events.base import PanelEvent, stream_id
+from events.customer import (
+    CustomerDetailsChanged,
+    CustomerRegistered,
+    CustomerState,
+    CustomerStateChanged,
+    Personal,
+    StateEntry,
+    evolve,
+)
+from events.timefmt import iso_ms
+
+KIND = "customer"
+
+
+@dataclass(frozen=True)
+class RegisterCustomer:
+    meta: Meta
+    customer_id: str
+    personal: Personal
+    customer_type: str
+    state: str
+    state_history: list[StateEntry]
+    created_at: str | None
+
+
+@dataclass(frozen=True)
+class UpdateCustomer:
+    """Full replace of the customer's details and state (PUT)."""
+
+    meta: Meta
+    customer_id: str
+    personal: Personal
+    customer_type: str
+    state: str
+    state_history: list[StateEntry]
+    expected_version: int | None
+
+
+@dataclass(frozen=True)
+class DeleteCustomer:
+    """Soft delete: the customer becomes inactive; data and history stay."""
+
+    meta: Meta
+    customer_id: str
+    expected_version: int | None
+
+
+class Customer(BaseAggregate[str]):
+    """Folds customer events with `events.customer.evolve`; decides with the methods below."""
+
+    state: CustomerState
+
+    def __init__(self) -> None:
+        """The state comes from the creation event's `apply`."""
+
+    def evolve(self, event: PanelEvent) -> None:
+        self.state = evolve(getattr(self, "state", None), event)
+
+    @classmethod
+    def register(cls, cmd: RegisterCustomer) -> Customer:
+        history = cmd.state_history or [{"state": cmd.state, "setAt": iso_ms(cmd.meta.at)}]
+        return cls._create(
+            CustomerRegistered,
+            id=stream_id(KIND, cmd.meta.tenant_id, cmd.customer_id),
+            personal=dict(cmd.personal),
+            customer_type=cmd.customer_type,
+            state=cmd.state,
+            state_history=history,
+            created_at=cmd.created_at or iso_ms(cmd.meta.at),
+            **cmd.meta.event_fields(),
+        )
+
+    def update(self, cmd: UpdateCustomer) -> None:
+        self._check_version(cmd.expected_version)
+        if cmd.personal != self.state.personal or cmd.customer_type != self.state.customer_type:
+            self.trigger_event(
+                CustomerDetailsChanged,
+                personal=dict(cmd.personal),
+                customer_type=cmd.customer_type,
+                **cmd.meta.event_fields(),
+            )
+        self._set_state(cmd.meta, cmd.state, cmd.state_history)
+
+    def delete(self, cmd: DeleteCustomer) -> None:
+        self._check_version(cmd.expected_version)
+        self._set_state(cmd.meta, "inactive", [])
+
+    def _set_state(self, meta: Meta, state: str, sent_history: list[StateEntry]) -> None:
+        """A sent history is stored verbatim; `[]` keeps the stored one, appending on change."""
+        if sent_history:
+            history = list(sent_history)
+        elif state != self.state.state:
+            history = [*self.state.state_history, {"state": state, "setAt": iso_ms(meta.at)}]
+        else:
+            history = self.state.state_history
+        if state != self.state.state or history != self.state.state_history:
+            self.trigger_event(
+                CustomerStateChanged, state=state, state_history=history, **meta.event_fields()
+            )
+
+    def _check_version(self, expected: int | None) -> None:
+        if expected is not None and expected != self.version:
+            msg = f"customer is at version {self.version}, not {expected}"
+            raise Conflict(msg)

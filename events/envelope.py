@@ -1,0 +1,105 @@
+"""The Kafka message format (version 1): a JSON envelope any Kafka client can read.
+
+```
+{"schema": "beeoclock.event.v1", "type": "CustomerRegistered", "eventVersion": 1,
+ "tenantId": "...", "aggregateType": "customer", "aggregateId": "<_id>",
+ "aggregateVersion": 1, "notificationId": 42, "timestamp": "2025-...Z",
+ "actor": "<token subject>", "requestId": "...", "payload": {<the event's own fields>}}
+```
+The message key is the tenant id, so each tenant's events keep their order in a partition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import orjson
+
+from events.base import PanelCreated, PanelEvent, split_stream_id
+from events.customer import CUSTOMER_EVENTS
+from events.timefmt import iso_ms, parse_iso
+
+SCHEMA = "beeoclock.event.v1"
+
+#: Event type name -> (class, aggregate type). The aggregate type names the Kafka topic.
+EVENT_TYPES: dict[str, tuple[type[PanelEvent], str]] = {
+    cls.__name__: (cls, "customer") for cls in CUSTOMER_EVENTS
+}
+
+_BASE_FIELDS = {f.name for f in fields(PanelCreated)}
+
+
+def aggregate_type_of(event: PanelEvent) -> str | None:
+    """The aggregate type of a published event; None for internal events (not published)."""
+    entry = EVENT_TYPES.get(type(event).__name__)
+    return entry[1] if entry and entry[0] is type(event) else None
+
+
+@dataclass(frozen=True)
+class Envelope:
+    notification_id: int
+    aggregate_type: str
+    event: PanelEvent
+
+    @property
+    def tenant_id(self) -> str:
+        return self.event.tenant_id
+
+    @property
+    def entity_id(self) -> str:
+        return split_stream_id(self.event.originator_id)[2]
+
+
+def encode(notification_id: int, event: PanelEvent) -> bytes:
+    aggregate_type = aggregate_type_of(event)
+    if aggregate_type is None:
+        msg = f"{type(event).__name__} is not a published event"
+        raise ValueError(msg)
+    _, tenant_id, entity_id = split_stream_id(event.originator_id)
+    payload = {k: v for k, v in vars(event).items() if k not in _BASE_FIELDS}
+    return orjson.dumps(
+        {
+            "schema": SCHEMA,
+            "type": type(event).__name__,
+            "eventVersion": getattr(type(event), "class_version", 1),
+            "tenantId": tenant_id,
+            "aggregateType": aggregate_type,
+            "aggregateId": entity_id,
+            "aggregateVersion": event.originator_version,
+            "notificationId": notification_id,
+            "timestamp": iso_ms(event.timestamp),
+            "timestampUs": event.timestamp.microsecond,
+            "actor": event.actor,
+            "requestId": event.request_id,
+            "payload": payload,
+        }
+    )
+
+
+def decode(raw: bytes) -> Envelope:
+    """Rebuild the domain event a message carries; raises ValueError for a foreign message."""
+    try:
+        doc: dict[str, Any] = orjson.loads(raw)
+        if doc.get("schema") != SCHEMA:
+            msg = f"unknown schema {doc.get('schema')!r}"
+            raise ValueError(msg)
+        cls, aggregate_type = EVENT_TYPES[doc["type"]]
+        timestamp = parse_iso(doc["timestamp"]).replace(microsecond=int(doc["timestampUs"]))
+        state: dict[str, Any] = dict(doc["payload"])
+        state.update(
+            originator_id=f"{aggregate_type}:{doc['tenantId']}:{doc['aggregateId']}",
+            originator_version=int(doc["aggregateVersion"]),
+            timestamp=timestamp,
+            tenant_id=doc["tenantId"],
+            actor=doc["actor"],
+            request_id=doc["requestId"],
+        )
+        if issubclass(cls, PanelCreated):
+            state.setdefault("originator_topic", "")
+        event = object.__new__(cls)
+        event.__dict__.update(state)
+        return Envelope(int(doc["notificationId"]), aggregate_type, event)
+    except (KeyError, TypeError, orjson.JSONDecodeError) as exc:
+        msg = f"malformed event message: {exc}"
+        raise ValueError(msg) from exc

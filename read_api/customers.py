@@ -1,0 +1,102 @@
+"""Customer queries: GET /api/v1/customer/{id} and /paged, from the read model via the cache."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Query
+from starlette.responses import Response
+
+from beeoclock.deps import PrincipalDep, SettingsDep
+from commands.errors import NotFound
+from projections import customers
+from projections.cache import generation_key
+from projections.paging import PageQuery
+from read_api.deps import CacheDep, Consistent, PoolDep, ReadGate, read_through
+
+router = APIRouter(prefix="/api/v1/customer", tags=["customer"])
+STREAM = customers.STREAM
+GateDep = Annotated[ReadGate, Depends(Consistent(STREAM))]
+ENTITY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+State = Literal["active", "inactive", "archived", "deleted"]
+
+
+def _json(body: bytes, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, 200, headers, media_type="application/json")
+
+
+@router.get("/paged")
+async def page_customers(
+    principal: PrincipalDep,
+    gate: GateDep,
+    pool: PoolDep,
+    cache: CacheDep,
+    settings: SettingsDep,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    page_size: Annotated[int | None, Query(alias="pageSize", ge=1, le=1000)] = None,
+    size: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    order_by: Annotated[str, Query(alias="orderBy", max_length=40)] = "updatedAt",
+    order_dir: Annotated[Literal["asc", "desc"], Query(alias="orderDir")] = "desc",
+    phrase: Annotated[str | None, Query(max_length=200)] = None,
+    state: Annotated[list[State] | None, Query()] = None,
+    updated_since: Annotated[datetime | None, Query(alias="updatedSince")] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    query = PageQuery(
+        page=page,
+        page_size=page_size or size or 20,
+        order_by=order_by,
+        order_dir=order_dir,
+        phrase=phrase.strip() or None if phrase else None,
+        states=tuple(sorted(set(state or ()))),
+        updated_since=updated_since,
+        cursor=cursor,
+    )
+    tenant = principal.tenant_id
+    value_key = f"{tenant}:{STREAM}:page:{hashlib.sha1(repr(query).encode()).hexdigest()}"  # noqa: S324
+
+    async def compute() -> bytes:
+        async with pool.connection() as conn:
+            return (await customers.page_customers(conn, tenant, query)).to_json()
+
+    return _json(
+        await read_through(
+            cache, gate, generation_key(tenant, STREAM), value_key, settings.cache_page_ttl_s,
+            compute,
+        )
+    )
+
+
+@router.get("/{customer_id}")
+async def get_customer(
+    customer_id: str,
+    principal: PrincipalDep,
+    gate: GateDep,
+    pool: PoolDep,
+    cache: CacheDep,
+    settings: SettingsDep,
+) -> Response:
+    if not ENTITY_ID.match(customer_id):
+        msg = f"customer {customer_id[:64]} not found"
+        raise NotFound(msg)
+    tenant = principal.tenant_id
+    value_key = f"{tenant}:{STREAM}:{customer_id}"
+
+    async def compute() -> bytes:
+        async with pool.connection() as conn:
+            doc = await customers.find_customer(conn, tenant, customer_id)
+        if doc is None:
+            msg = f"customer {customer_id} not found"
+            raise NotFound(msg)
+        return doc.encode()
+
+    body = await read_through(
+        cache, gate, generation_key(tenant, STREAM, customer_id), value_key,
+        settings.cache_entity_ttl_s, compute,
+    )
+    version = orjson.loads(body)["_version"]
+    return _json(body, {"ETag": f'"{version}"'})

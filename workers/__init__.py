@@ -1,0 +1,1 @@
+"""Long-running processes (relay, projector) and the operator tools."""

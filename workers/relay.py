@@ -1,0 +1,138 @@
+"""The relay: follows the event store's notification log and publishes each event to Kafka.
+
+- Progress is a row in `relay_positions`, written only after every send of a batch has been
+  acknowledged (each future checked), so a crash re-sends at most one batch: the projector's
+  version gate makes a re-sent event harmless.
+- One relay is active at a time: it holds a PostgreSQL advisory lock on the session that also
+  records its progress. A standby blocks on the lock and takes over when the holder's session
+  ends (crash, kill -9, network loss), resuming from the recorded position.
+- It wakes on the store's LISTEN/NOTIFY channel, with a slow poll as a safety net.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import Notification
+from kafka import KafkaProducer
+
+from beeoclock import kafka
+from beeoclock.settings import Settings
+from commands.application import PanelApplication
+from events import envelope
+from events.base import PanelEvent
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = 0x72656C6179  # "relay"
+BATCH = 500
+SEND_TIMEOUT_S = 30.0
+IDLE_POLL_S = 1.0
+
+
+class Relay:
+    def __init__(self, settings: Settings, name: str = "relay") -> None:
+        self.settings = settings
+        self.name = name
+        self.stopping = threading.Event()
+        self.topics = {"customer": settings.topic_customer, "service": settings.topic_service}
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        """Wait to become the active relay, then publish until stopped; after a failure,
+        reconnect and resume from the recorded position."""
+        kafka.ensure_topics(self.settings)
+        app = PanelApplication(env=self.settings.eventsourcing_env() | {"POSTGRES_POOL_SIZE": "2"})
+        try:
+            while not self.stopping.is_set():
+                try:
+                    self._run_active(app)
+                except (psycopg.Error, OSError, RelayError) as exc:
+                    log.warning("relay interrupted, resuming from the recorded position: %s", exc)
+                    self.stopping.wait(1.0)
+        finally:
+            app.close()
+
+    def _run_active(self, app: PanelApplication) -> None:
+        with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+            if not self._acquire(conn):
+                return
+            log.info("relay %s is active", self.name)
+            conn.execute(f"LISTEN {app.recorder.channel_name}")  # type: ignore[attr-defined]
+            producer = kafka.producer(self.settings)
+            try:
+                position = self._position(conn)
+                while not self.stopping.is_set():
+                    notifications = app.recorder.select_notifications(
+                        start=position, limit=BATCH, inclusive_of_start=False
+                    )
+                    if not notifications:
+                        for _ in conn.notifies(timeout=IDLE_POLL_S, stop_after=1):
+                            pass
+                        continue
+                    self._publish(app, producer, notifications)
+                    position = notifications[-1].id
+                    conn.execute(
+                        "UPDATE relay_positions SET position = %s WHERE name = %s",
+                        (position, self.name),
+                    )
+            finally:
+                producer.close(timeout=5)
+
+    def _acquire(self, conn: psycopg.Connection[Any]) -> bool:
+        """Block as a hot standby until the lock is ours (or we are stopped)."""
+        while not self.stopping.is_set():
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+            if row and row[0]:
+                return True
+            self.stopping.wait(0.2)
+        return False
+
+    def _position(self, conn: psycopg.Connection[Any]) -> int:
+        conn.execute(
+            "INSERT INTO relay_positions (name, position) VALUES (%s, 0) ON CONFLICT DO NOTHING",
+            (self.name,),
+        )
+        row = conn.execute(
+            "SELECT position FROM relay_positions WHERE name = %s", (self.name,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def _publish(
+        self,
+        app: PanelApplication,
+        producer: KafkaProducer,
+        notifications: Sequence[Notification],
+    ) -> None:
+        futures = []
+        for notification in notifications:
+            event = app.mapper.to_domain_event(notification)
+            if not isinstance(event, PanelEvent):
+                continue
+            aggregate_type = envelope.aggregate_type_of(event)
+            if aggregate_type is None:
+                continue  # internal events (uniqueness records) are not published
+            futures.append(
+                producer.send(
+                    self.topics[aggregate_type],
+                    key=event.tenant_id.encode(),
+                    value=envelope.encode(notification.id, event),
+                )
+            )
+        producer.flush(timeout=SEND_TIMEOUT_S)
+        for future in futures:
+            try:
+                future.get(timeout=SEND_TIMEOUT_S)
+            except Exception as exc:
+                msg = f"a send was not acknowledged: {exc!r}"
+                raise RelayError(msg) from exc
+
+
+class RelayError(Exception):
+    """A batch was not fully acknowledged; nothing of it is recorded as published."""
