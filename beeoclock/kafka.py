@@ -67,7 +67,7 @@ def consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "fetch_max_wait_ms": 10,
-        "max_poll_interval_ms": 5000,
+        "max_poll_interval_ms": settings.projector_rebalance_timeout_ms,
         "session_timeout_ms": 10000,
         "heartbeat_interval_ms": 1000,
         "max_poll_records": 500,

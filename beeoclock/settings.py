@@ -40,6 +40,16 @@ class Settings(BaseSettings):
     )
     kafka_partitions: int = Field(6, ge=1, le=1024, description="Partitions per topic created.")
     projector_group: str = Field("beeoclock-projector", description="Kafka consumer group.")
+    projector_rebalance_timeout_ms: int = Field(
+        5000,
+        ge=1000,
+        le=300000,
+        description="Kafka rebalance timeout (kafka-python's max_poll_interval_ms): a batch must "
+        "be applied within it; tansu completes every group join only after it passes.",
+    )
+    relay_name: str = Field(
+        "relay", max_length=64, description="Name of the relay's tracked position."
+    )
     consistency_timeout_ms: int = Field(
         3000,
         ge=0,

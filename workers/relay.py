@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,16 +29,16 @@ from events.base import PanelEvent
 
 log = logging.getLogger(__name__)
 
-LOCK_KEY = 0x72656C6179  # "relay"
+LOCK_CLASS = 0x72656C  # advisory lock (class, zlib.crc32(name)): one active relay per name
 BATCH = 500
 SEND_TIMEOUT_S = 30.0
 IDLE_POLL_S = 1.0
 
 
 class Relay:
-    def __init__(self, settings: Settings, name: str = "relay") -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.name = name
+        self.name = settings.relay_name
         self.stopping = threading.Event()
         self.topics = {"customer": settings.topic_customer, "service": settings.topic_service}
 
@@ -88,7 +89,10 @@ class Relay:
     def _acquire(self, conn: psycopg.Connection[Any]) -> bool:
         """Block as a hot standby until the lock is ours (or we are stopped)."""
         while not self.stopping.is_set():
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+            row = conn.execute(
+                "SELECT pg_try_advisory_lock(%s, %s)",
+                (LOCK_CLASS, zlib.crc32(self.name.encode()) - 2**31),
+            ).fetchone()
             if row and row[0]:
                 return True
             self.stopping.wait(0.2)

@@ -1,0 +1,40 @@
+"""The Kafka message format round-trips every published event exactly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from commands.context import Meta
+from commands.customer import Customer, RegisterCustomer
+from events import envelope
+
+
+def test_an_event_survives_the_envelope_unchanged() -> None:
+    at = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    customer = Customer.register(RegisterCustomer(
+        Meta("t1", "u1", "r1", at), "abc", {"firstName": "Ann", "lastName": None, "email": None,
+                                            "phone": None, "note": None},
+        "regular", "active", [], None))
+    [event] = customer.collect_events()
+    raw = envelope.encode(42, event)
+    doc = orjson.loads(raw)
+    assert doc["schema"] == "beeoclock.event.v1"
+    assert (doc["type"], doc["tenantId"], doc["aggregateId"]) == ("CustomerRegistered", "t1", "abc")
+    decoded = envelope.decode(raw)
+    assert decoded.notification_id == 42
+    assert decoded.entity_id == "abc"
+    got = dict(vars(decoded.event))
+    want = dict(vars(event))
+    got.pop("originator_topic")
+    want.pop("originator_topic")
+    assert got == want
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"{}", b'{"schema":"other"}',
+                                 b'{"schema":"beeoclock.event.v1","type":"Nope"}'])
+def test_a_foreign_or_malformed_message_is_refused(raw: bytes) -> None:
+    with pytest.raises(ValueError, match="malformed|unknown"):
+        envelope.decode(raw)

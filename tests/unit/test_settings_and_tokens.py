@@ -1,0 +1,81 @@
+"""Settings refuse bad values with clear messages; tokens are checked strictly."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+
+from beeoclock.auth import Forbidden, Unauthenticated, authenticate, mint_token
+from beeoclock.settings import Settings, SettingsError, load_settings
+
+SECRET = "s" * 20 + "-0123456789abcdefghij"
+
+
+def test_weak_jwt_secret_is_refused_with_the_variable_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BEEOCLOCK_JWT_SECRET", "short")
+    with pytest.raises(SettingsError, match="jwt_secret"):
+        load_settings()
+
+
+def test_a_non_postgres_database_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BEEOCLOCK_DATABASE_URL", "mysql://x")
+    with pytest.raises(SettingsError, match="postgresql"):
+        load_settings()
+
+
+def test_missing_settings_are_named_together() -> None:
+    with pytest.raises(SettingsError, match="BEEOCLOCK_DATABASE_URL, BEEOCLOCK_REDIS_URL"):
+        Settings(database_url="", redis_url="").require("database_url", "redis_url")
+
+
+def test_event_store_settings_follow_the_database_url() -> None:
+    env = Settings(database_url="postgresql://u:p%40ss@db.local:6543/panel").eventsourcing_env()
+    assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["POSTGRES_DBNAME"]) == (
+        "db.local", "6543", "panel")
+    assert (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]) == ("u", "p@ss")
+    socket = Settings(database_url="postgresql://postgres:@/postgres?host=/tmp/pg").eventsourcing_env()
+    assert socket["POSTGRES_HOST"] == "/tmp/pg"
+
+
+def settings() -> Settings:
+    return Settings(jwt_secret=SECRET)
+
+
+def test_a_valid_token_grants_its_tenants_permissions() -> None:
+    token = mint_token(SECRET, "u1", {"t1": ["READ_CUSTOMER"]})
+    principal = authenticate(f"Bearer {token}", "t1", settings())
+    assert (principal.subject, principal.tenant_id) == ("u1", "t1")
+    assert principal.permissions == {"READ_CUSTOMER"}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: "",
+        lambda: "Bearer",
+        lambda: "Basic abc",
+        lambda: "Bearer not.a.jwt",
+        lambda: "Bearer " + mint_token("x" * 40, "u1", {"t1": []}),
+        lambda: "Bearer " + mint_token(SECRET, "u1", {"t1": []}, ttl_s=-120),
+        lambda: "Bearer " + jwt.encode({"sub": "u1", "tenants": {"t1": []}}, SECRET),
+        lambda: "Bearer " + jwt.encode({"sub": "u1", "exp": time.time() + 60,
+                                        "tenants": {"t1": []}}, SECRET, algorithm="HS512"),
+        lambda: "Bearer " + jwt.encode({"sub": "u1", "exp": time.time() + 60,
+                                        "tenants": {"t1": []}}, None, algorithm="none"),
+    ],
+    ids=["missing", "no-token", "basic", "malformed", "other-key", "expired", "no-exp",
+         "other-alg", "alg-none"],
+)
+def test_a_bad_token_is_unauthenticated(make: object) -> None:
+    with pytest.raises(Unauthenticated):
+        authenticate(make(), "t1", settings())  # type: ignore[operator]
+
+
+def test_a_tenant_not_in_the_token_is_forbidden() -> None:
+    token = mint_token(SECRET, "u1", {"t1": ["READ_CUSTOMER"]})
+    with pytest.raises(Forbidden):
+        authenticate(f"Bearer {token}", "t2", settings())
+    with pytest.raises(Forbidden):
+        authenticate(f"Bearer {token}", None, settings())
