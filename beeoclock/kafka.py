@@ -51,8 +51,8 @@ def producer(settings: Settings) -> KafkaProducer:
         retries=2**31 - 1,
         max_in_flight_requests_per_connection=5,
         linger_ms=0,
-        delivery_timeout_ms=30000,
-        request_timeout_ms=10000,
+        delivery_timeout_ms=settings.relay_send_timeout_ms,
+        request_timeout_ms=min(10000, settings.relay_send_timeout_ms),
     )
 
 

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
         description="Kafka rebalance timeout (kafka-python's max_poll_interval_ms): a batch must "
         "be applied within it; tansu completes every group join only after it passes.",
     )
+    relay_send_timeout_ms: int = Field(
+        30000, ge=100, le=600000,
+        description="How long the relay waits for the broker to acknowledge a batch before it "
+        "gives up, records nothing, and sends again from its recorded position.",
+    )
     relay_name: str = Field(
         "relay", max_length=64, description="Name of the relay's tracked position."
     )

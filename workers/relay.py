@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 LOCK_CLASS = 0x72656C  # advisory lock (class, zlib.crc32(name)): one active relay per name
 BATCH = 500
-SEND_TIMEOUT_S = 30.0
 IDLE_POLL_S = 1.0
 
 
@@ -129,10 +128,11 @@ class Relay:
                     value=envelope.encode(notification.id, event),
                 )
             )
-        producer.flush(timeout=SEND_TIMEOUT_S)
+        timeout_s = self.settings.relay_send_timeout_ms / 1000
+        producer.flush(timeout=timeout_s)
         for future in futures:
             try:
-                future.get(timeout=SEND_TIMEOUT_S)
+                future.get(timeout=timeout_s)
             except Exception as exc:
                 msg = f"a send was not acknowledged: {exc!r}"
                 raise RelayError(msg) from exc
