@@ -39,7 +39,10 @@ def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> 
             closers.append(panel.close)
         if read:
             pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                settings.database_url, min_size=2, max_size=settings.db_pool_size, open=False,
+                settings.database_url,
+                min_size=2,
+                max_size=settings.db_pool_size,
+                open=False,
                 kwargs={"autocommit": True},
             )
             await pool.open()
@@ -66,7 +69,7 @@ def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> 
         lifespan=lifespan,
     )
     errors.install(app)
-    app.add_middleware(RequestIdMiddleware)  # type: ignore[arg-type]
+    app.add_middleware(RequestIdMiddleware)
     if write:
         from write_api.customers import router as write_customers
 

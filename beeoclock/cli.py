@@ -12,9 +12,16 @@ from pathlib import Path
 from beeoclock.settings import Settings, SettingsError, load_settings
 
 ALL_PERMISSIONS = [
-    "READ_CUSTOMER", "CREATE_CUSTOMER", "EDIT_CUSTOMER", "DELETE_CUSTOMER",
-    "READ_SERVICE", "CREATE_SERVICE", "EDIT_SERVICE", "DELETE_SERVICE",
-    "MANAGE_SERVICE_MEDIA", "READ_AUDIT",
+    "READ_CUSTOMER",
+    "CREATE_CUSTOMER",
+    "EDIT_CUSTOMER",
+    "DELETE_CUSTOMER",
+    "READ_SERVICE",
+    "CREATE_SERVICE",
+    "EDIT_SERVICE",
+    "DELETE_SERVICE",
+    "MANAGE_SERVICE_MEDIA",
+    "READ_AUDIT",
 ]
 DEV_ENV_FILE = Path(".beeoclock") / "dev.env"
 
@@ -25,8 +32,14 @@ def _serve(settings: Settings, args: argparse.Namespace, *, write: bool, read: b
     from beeoclock.app import create_app
 
     app = create_app(settings, write=write, read=read)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=10)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
 
 
 def _run_worker(settings: Settings, make: Callable[[Settings], object]) -> None:
@@ -69,10 +82,12 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> None:
         raise SettingsError(
             "missing settings: BEEOCLOCK_JWT_SECRET (or run `beeoclock dev` in this folder)"
         )
-    permissions = ALL_PERMISSIONS if args.permissions == "all" else [
-        p.strip() for p in args.permissions.split(",") if p.strip()
-    ]
-    tenants = {tenant: permissions for tenant in args.tenant}
+    permissions = (
+        ALL_PERMISSIONS
+        if args.permissions == "all"
+        else [p.strip() for p in args.permissions.split(",") if p.strip()]
+    )
+    tenants = dict.fromkeys(args.tenant, permissions)
     print(mint_token(secret, args.sub, tenants, args.ttl))
 
 
@@ -80,7 +95,7 @@ def _dev_env() -> dict[str, str]:
     if not DEV_ENV_FILE.exists():
         return {}
     pairs = (line.split("=", 1) for line in DEV_ENV_FILE.read_text().splitlines() if "=" in line)
-    return {k: v for k, v in pairs}
+    return dict(pairs)
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> None:
@@ -96,8 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    dev = sub.add_parser("dev", help="run the whole stack on one port (embedded servers "
-                                     "for every URL not configured)")
+    dev = sub.add_parser(
+        "dev",
+        help="run the whole stack on one port (embedded servers for every URL not configured)",
+    )
     dev.add_argument("--port", type=int, default=8000)
     dev.set_defaults(func=cmd_dev)
 
@@ -109,22 +126,25 @@ def build_parser() -> argparse.ArgumentParser:
         api = sub.add_parser(name, help=helptext)
         api.add_argument("--host", default="127.0.0.1")
         api.add_argument("--port", type=int, default=8000)
-        api.set_defaults(
-            func=lambda s, a, w=write, r=read: _serve(s, a, write=w, read=r)
-        )
+        api.set_defaults(func=lambda s, a, w=write, r=read: _serve(s, a, write=w, read=r))
 
-    sub.add_parser("relay", help="publish the event store's notifications to Kafka") \
-        .set_defaults(func=cmd_relay)
-    sub.add_parser("projector", help="apply Kafka events to the read models") \
-        .set_defaults(func=cmd_projector)
-    sub.add_parser("migrate", help="create or upgrade the database schema") \
-        .set_defaults(func=cmd_migrate)
+    sub.add_parser("relay", help="publish the event store's notifications to Kafka").set_defaults(
+        func=cmd_relay
+    )
+    sub.add_parser("projector", help="apply Kafka events to the read models").set_defaults(
+        func=cmd_projector
+    )
+    sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(
+        func=cmd_migrate
+    )
 
     token = sub.add_parser("token", help="print a development JWT")
-    token.add_argument("--tenant", action="append", required=True,
-                       help="tenant id granted (repeatable)")
-    token.add_argument("--permissions", default="all",
-                       help="comma-separated permissions, or 'all' (default)")
+    token.add_argument(
+        "--tenant", action="append", required=True, help="tenant id granted (repeatable)"
+    )
+    token.add_argument(
+        "--permissions", default="all", help="comma-separated permissions, or 'all' (default)"
+    )
     token.add_argument("--sub", default="dev-user", help="the token subject (user id)")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     token.set_defaults(func=cmd_token)

@@ -51,7 +51,7 @@ def get_expected_version(
     value = if_match.strip().removeprefix("W/").strip('"')
     if not value.isdigit():
         raise InvalidCommand(
-            "If-Match must be an ETag such as \"3\"",
+            'If-Match must be an ETag such as "3"',
             [FieldError("If-Match", "is not a version ETag", f"value: {if_match[:40]!r}")],
         )
     return int(value)

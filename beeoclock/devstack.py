@@ -69,8 +69,12 @@ def run_dev_stack(settings: Settings, *, port: int, env_file: Path) -> None:
             for name in _CHILDREN:
                 children[name] = _spawn(name, port, env)
             embedded.wait_for_port(port, 60)
-            token = mint_token(values["BEEOCLOCK_JWT_SECRET"], "dev-user",
-                               {"dev-tenant": _all_permissions()}, 12 * 3600)
+            token = mint_token(
+                values["BEEOCLOCK_JWT_SECRET"],
+                "dev-user",
+                {"dev-tenant": _all_permissions()},
+                12 * 3600,
+            )
             _say(f"ready: http://127.0.0.1:{port}  (docs at /docs)")
             _say(f"development token for tenant dev-tenant (12 h):\n{token}")
             _supervise(children, port, env)
@@ -88,7 +92,9 @@ def _spawn(name: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]
     return subprocess.Popen(args, env=env, start_new_session=True)
 
 
-def _supervise(children: dict[str, subprocess.Popen[bytes]], port: int, env: dict[str, str]) -> None:
+def _supervise(
+    children: dict[str, subprocess.Popen[bytes]], port: int, env: dict[str, str]
+) -> None:
     while True:
         time.sleep(0.5)
         for name, proc in list(children.items()):

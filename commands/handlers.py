@@ -34,13 +34,23 @@ def register_customer(app: PanelApplication, cmd: RegisterCustomer) -> CustomerO
 
 
 def update_customer(app: PanelApplication, cmd: UpdateCustomer) -> CustomerOutcome:
-    return _change(app, cmd.meta.tenant_id, cmd.customer_id, cmd.expected_version,
-                   lambda customer: customer.update(cmd))
+    return _change(
+        app,
+        cmd.meta.tenant_id,
+        cmd.customer_id,
+        cmd.expected_version,
+        lambda customer: customer.update(cmd),
+    )
 
 
 def delete_customer(app: PanelApplication, cmd: DeleteCustomer) -> CustomerOutcome:
-    return _change(app, cmd.meta.tenant_id, cmd.customer_id, cmd.expected_version,
-                   lambda customer: customer.delete(cmd))
+    return _change(
+        app,
+        cmd.meta.tenant_id,
+        cmd.customer_id,
+        cmd.expected_version,
+        lambda customer: customer.delete(cmd),
+    )
 
 
 def _change(

@@ -115,8 +115,6 @@ def evolve(state: CustomerState | None, event: PanelEvent) -> CustomerState:
             state, personal=dict(event.personal), customer_type=event.customer_type, **common
         )
     if isinstance(event, CustomerStateChanged):
-        return replace(
-            state, state=event.state, state_history=list(event.state_history), **common
-        )
+        return replace(state, state=event.state, state_history=list(event.state_history), **common)
     msg = f"not a customer event: {type(event).__name__}"
     raise TypeError(msg)

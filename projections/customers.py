@@ -27,9 +27,7 @@ class MissingEvents(Protocol):
         ...
 
 
-_LOAD = (
-    "SELECT id, doc FROM customers WHERE tenant_id = %s AND id = ANY(%s) FOR UPDATE"
-)
+_LOAD = "SELECT id, doc FROM customers WHERE tenant_id = %s AND id = ANY(%s) FOR UPDATE"
 _UPSERT = (
     "INSERT INTO customers (tenant_id, id, version, state, created_at, updated_at, search, doc) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, id) DO UPDATE SET "
@@ -93,7 +91,8 @@ SORT_COLUMNS = {"updatedAt": "updated_at", "createdAt": "created_at"}
 
 async def find_customer(conn: AsyncConnection[Any], tenant_id: str, entity_id: str) -> str | None:
     cur = await conn.execute(
-        "SELECT doc FROM customers WHERE tenant_id = %s AND id = %s", (tenant_id, entity_id),
+        "SELECT doc FROM customers WHERE tenant_id = %s AND id = %s",
+        (tenant_id, entity_id),
         prepare=True,
     )
     row = await cur.fetchone()

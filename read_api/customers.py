@@ -65,7 +65,11 @@ async def page_customers(
 
     return _json(
         await read_through(
-            cache, gate, generation_key(tenant, STREAM), value_key, settings.cache_page_ttl_s,
+            cache,
+            gate,
+            generation_key(tenant, STREAM),
+            value_key,
+            settings.cache_page_ttl_s,
             compute,
         )
     )
@@ -95,8 +99,12 @@ async def get_customer(
         return doc.encode()
 
     body = await read_through(
-        cache, gate, generation_key(tenant, STREAM, customer_id), value_key,
-        settings.cache_entity_ttl_s, compute,
+        cache,
+        gate,
+        generation_key(tenant, STREAM, customer_id),
+        value_key,
+        settings.cache_entity_ttl_s,
+        compute,
     )
     version = orjson.loads(body)["_version"]
     return _json(body, {"ETag": f'"{version}"'})

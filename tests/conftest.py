@@ -19,7 +19,14 @@ import pytest
 
 from beeoclock import embedded
 from beeoclock.settings import Settings
-from tests.support import Stack, create_database, drop_database, eventually, new_tenant, settings_for
+from tests.support import (
+    Stack,
+    create_database,
+    drop_database,
+    eventually,
+    new_tenant,
+    settings_for,
+)
 
 
 @pytest.fixture(scope="session")

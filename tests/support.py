@@ -10,11 +10,11 @@ import subprocess
 import sys
 import time
 import uuid
-from urllib.parse import urlsplit, urlunsplit
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
@@ -88,7 +88,10 @@ class Stack:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         log = (LOG_DIR / f"{self.tag}-{name}.log").open("ab")
         proc = subprocess.Popen(
-            args, env={**env_of(self.settings), **env}, stdout=log, stderr=log,
+            args,
+            env={**env_of(self.settings), **env},
+            stdout=log,
+            stderr=log,
             start_new_session=True,
         )
         self.procs[name] = proc
@@ -133,8 +136,9 @@ def running(settings: Settings, *names: str) -> Iterator[Stack]:
         stack.stop()
 
 
-def token(settings: Settings, tenants: dict[str, list[str]], sub: str = "user-1",
-          ttl: int = 600) -> str:
+def token(
+    settings: Settings, tenants: dict[str, list[str]], sub: str = "user-1", ttl: int = 600
+) -> str:
     return mint_token(settings.jwt_secret, sub, tenants, ttl)
 
 
@@ -167,8 +171,12 @@ class Tenant:
         return self.request("DELETE", path, **kwargs)
 
 
-def new_tenant(client: httpx.Client, settings: Settings,
-               permissions: list[str] | None = None, sub: str = "user-1") -> Tenant:
+def new_tenant(
+    client: httpx.Client,
+    settings: Settings,
+    permissions: list[str] | None = None,
+    sub: str = "user-1",
+) -> Tenant:
     tenant_id = uuid.uuid4().hex[:24]
     perms = ALL_PERMISSIONS if permissions is None else permissions
     return Tenant(client, tenant_id, token(settings, {tenant_id: perms}, sub))

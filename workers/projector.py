@@ -55,7 +55,10 @@ class Projector:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.stopping = threading.Event()
-        self.stream_of_topic = {settings.topic_customer: "customer", settings.topic_service: "service"}
+        self.stream_of_topic = {
+            settings.topic_customer: "customer",
+            settings.topic_service: "service",
+        }
         self.conn: psycopg.Connection[Any] | None = None
         self.consumer: KafkaConsumer | None = None
 
@@ -84,7 +87,8 @@ class Projector:
             app.close()
 
     def seek_to_stored_offsets(self, assigned: list[TopicPartition]) -> None:
-        assert self.conn is not None and self.consumer is not None
+        assert self.conn is not None
+        assert self.consumer is not None
         with self.conn.transaction():
             stored = {
                 (topic, partition): offset
@@ -104,7 +108,8 @@ class Projector:
     def apply(
         self, app: PanelApplication, records: Sequence[ConsumerRecord], redis_client: redis.Redis
     ) -> None:
-        assert self.conn is not None and self.consumer is not None
+        assert self.conn is not None
+        assert self.consumer is not None
         by_stream: dict[str, list[PanelEvent]] = {}
         applied: dict[tuple[str, str], int] = {}
         offsets: dict[TopicPartition, int] = {}
@@ -113,8 +118,13 @@ class Projector:
             try:
                 message = envelope.decode(record.value)
             except ValueError as exc:
-                log.error("skipping a malformed message at %s/%s@%s: %s",
-                          record.topic, record.partition, record.offset, exc)
+                log.error(
+                    "skipping a malformed message at %s/%s@%s: %s",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    exc,
+                )
                 continue
             stream = self.stream_of_topic[record.topic]
             by_stream.setdefault(stream, []).append(message.event)
@@ -135,13 +145,15 @@ class Projector:
             consistency.record_applied(cur, applied)
             cur.executemany(
                 _SAVE_OFFSET,
-                [(self.settings.projector_group, tp.topic, tp.partition, offset)
-                 for tp, offset in sorted(offsets.items())],
+                [
+                    (self.settings.projector_group, tp.topic, tp.partition, offset)
+                    for tp, offset in sorted(offsets.items())
+                ],
             )
         keys = [cache.generation_key(t, s) for t, s in applied]
         keys += [cache.generation_key(t, s, i) for s, ids in changed.items() for t, i in ids]
         cache.invalidate(redis_client, keys)
         try:
             self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
-        except Exception as exc:  # noqa: BLE001 - the database holds the offsets that count
+        except Exception as exc:
             log.debug("kafka offset commit failed (harmless): %s", exc)

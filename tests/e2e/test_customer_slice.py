@@ -16,8 +16,13 @@ def test_a_created_customer_is_readable_at_once_by_id_and_in_the_list(
     client: httpx.Client, settings: Settings
 ) -> None:
     tenant = new_tenant(client, settings)
-    body = {"_id": "67bd8f7452117c3de1196e27", "firstName": "Anna", "lastName": "Nowak",
-            "email": "anna.nowak@example.com", "phone": "48512345678"}
+    body = {
+        "_id": "67bd8f7452117c3de1196e27",
+        "firstName": "Anna",
+        "lastName": "Nowak",
+        "email": "anna.nowak@example.com",
+        "phone": "48512345678",
+    }
     created = tenant.post("/api/v1/customer", json=body)
     assert created.status_code == 201, created.text
     dto = created.json()
@@ -55,8 +60,9 @@ def test_each_event_carries_tenant_actor_and_request_id(
     client: httpx.Client, settings: Settings
 ) -> None:
     tenant = new_tenant(client, settings, sub="user-42")
-    created = tenant.post("/api/v1/customer", json={"firstName": "Eve"},
-                          headers={"X-Request-Id": "req-abc-123"})
+    created = tenant.post(
+        "/api/v1/customer", json={"firstName": "Eve"}, headers={"X-Request-Id": "req-abc-123"}
+    )
     assert created.headers["X-Request-Id"] == "req-abc-123"
     app = PanelApplication(env=settings.eventsourcing_env())
     try:
@@ -64,7 +70,10 @@ def test_each_event_carries_tenant_actor_and_request_id(
     finally:
         app.close()
     assert (event.tenant_id, event.actor, event.request_id) == (  # type: ignore[attr-defined]
-        tenant.tenant_id, "user-42", "req-abc-123")
+        tenant.tenant_id,
+        "user-42",
+        "req-abc-123",
+    )
 
 
 def test_every_update_is_visible_to_the_next_read(client: httpx.Client, settings: Settings) -> None:
@@ -95,11 +104,13 @@ def test_delete_is_soft_and_repeatable(client: httpx.Client, settings: Settings)
 def test_a_stale_if_match_is_a_conflict(client: httpx.Client, settings: Settings) -> None:
     tenant = new_tenant(client, settings)
     customer_id = tenant.post("/api/v1/customer", json={"firstName": "A"}).json()["_id"]
-    ok = tenant.put(f"/api/v1/customer/{customer_id}", json={"firstName": "B"},
-                    headers={"If-Match": '"1"'})
+    ok = tenant.put(
+        f"/api/v1/customer/{customer_id}", json={"firstName": "B"}, headers={"If-Match": '"1"'}
+    )
     assert ok.status_code == 200
-    stale = tenant.put(f"/api/v1/customer/{customer_id}", json={"firstName": "C"},
-                       headers={"If-Match": '"1"'})
+    stale = tenant.put(
+        f"/api/v1/customer/{customer_id}", json={"firstName": "C"}, headers={"If-Match": '"1"'}
+    )
     assert stale.status_code == 409
     assert stale.json()["statusCode"] == 409
     assert tenant.get(f"/api/v1/customer/{customer_id}").json()["firstName"] == "B"
@@ -140,8 +151,10 @@ def test_missing_or_bad_tokens_get_401_and_change_nothing(
     client: httpx.Client, settings: Settings
 ) -> None:
     tenant = new_tenant(client, settings)
-    forged = token(settings.model_copy(update={"jwt_secret": "z" * 40}),
-                   {tenant.tenant_id: ["CREATE_CUSTOMER"]})
+    forged = token(
+        settings.model_copy(update={"jwt_secret": "z" * 40}),
+        {tenant.tenant_id: ["CREATE_CUSTOMER"]},
+    )
     expired = token(settings, {tenant.tenant_id: ["CREATE_CUSTOMER"]}, ttl=-300)
     for auth in (None, "Bearer", "Bearer abc.def.ghi", f"Bearer {forged}", f"Bearer {expired}"):
         headers = {"x-business-tenant-id": tenant.tenant_id}
@@ -159,8 +172,9 @@ def test_a_tenant_not_granted_by_the_token_gets_403(
     intruder = Tenant(client, "someone-else", tenant.token)
     assert_error(intruder.post("/api/v1/customer", json={"firstName": "A"}), 403)
     assert_error(intruder.get("/api/v1/customer/paged"), 403)
-    no_header = client.get("/api/v1/customer/paged",
-                           headers={"Authorization": f"Bearer {tenant.token}"})
+    no_header = client.get(
+        "/api/v1/customer/paged", headers={"Authorization": f"Bearer {tenant.token}"}
+    )
     assert_error(no_header, 403)
 
 
@@ -168,21 +182,36 @@ def test_invalid_bodies_get_400_with_field_errors_and_store_nothing(
     client: httpx.Client, settings: Settings
 ) -> None:
     tenant = new_tenant(client, settings)
-    for body in ({}, {"firstName": ""}, {"firstName": "x" * 51}, {"firstName": "A",
-                 "customerType": "vip"}, {"firstName": "A", "state": "gone"}, [1, 2]):
+    for body in (
+        {},
+        {"firstName": ""},
+        {"firstName": "x" * 51},
+        {"firstName": "A", "customerType": "vip"},
+        {"firstName": "A", "state": "gone"},
+        [1, 2],
+    ):
         doc = assert_error(tenant.post("/api/v1/customer", json=body), 400)
         assert doc["errors"]
-    not_json = tenant.post("/api/v1/customer", content=b"{oops",
-                           headers={"content-type": "application/json"})
+    not_json = tenant.post(
+        "/api/v1/customer", content=b"{oops", headers={"content-type": "application/json"}
+    )
     assert_error(not_json, 400)
     assert tenant.get("/api/v1/customer/paged").json()["totalSize"] == 0
 
 
 def test_server_fields_cannot_be_smuggled_in(client: httpx.Client, settings: Settings) -> None:
     tenant = new_tenant(client, settings)
-    dto = tenant.post("/api/v1/customer", json={
-        "firstName": "A", "_version": "99", "tenantId": "other", "updatedAt": "1999-01-01T00:00:00Z",
-        "object": "Evil", "isAdmin": True}).json()
+    dto = tenant.post(
+        "/api/v1/customer",
+        json={
+            "firstName": "A",
+            "_version": "99",
+            "tenantId": "other",
+            "updatedAt": "1999-01-01T00:00:00Z",
+            "object": "Evil",
+            "isAdmin": True,
+        },
+    ).json()
     assert dto["_version"] == "1"
     assert dto["object"] == "CustomerDto"
     assert dto["updatedAt"] != "1999-01-01T00:00:00Z"
@@ -209,8 +238,7 @@ def test_a_read_can_wait_for_a_position_and_answers_503_when_it_is_not_reached(
 def test_health_readiness_and_openapi(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
-    assert ready == {"status": "ok",
-                     "checks": {"database": "ok", "broker": "ok", "cache": "ok"}}
+    assert ready == {"status": "ok", "checks": {"database": "ok", "broker": "ok", "cache": "ok"}}
     spec = client.get("/openapi.json").json()
     assert "/api/v1/customer/paged" in spec["paths"]
     assert "post" in spec["paths"]["/api/v1/customer"]

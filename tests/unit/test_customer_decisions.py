@@ -12,8 +12,13 @@ from commands.errors import Conflict
 from events.customer import CustomerDetailsChanged, CustomerRegistered, CustomerStateChanged
 
 T0 = datetime(2025, 2, 25, 9, 37, 56, 123000, tzinfo=UTC)
-PERSONAL = {"firstName": "Anna", "lastName": "Nowak", "email": "anna@example.com",
-            "phone": "48512345678", "note": None}
+PERSONAL = {
+    "firstName": "Anna",
+    "lastName": "Nowak",
+    "email": "anna@example.com",
+    "phone": "48512345678",
+    "note": None,
+}
 
 
 def meta(at: datetime = T0, request_id: str = "req-1") -> Meta:
@@ -22,8 +27,13 @@ def meta(at: datetime = T0, request_id: str = "req-1") -> Meta:
 
 def registered(**overrides: object) -> Customer:
     fields: dict[str, object] = {
-        "meta": meta(), "customer_id": "c1", "personal": PERSONAL, "customer_type": "regular",
-        "state": "active", "state_history": [], "created_at": None,
+        "meta": meta(),
+        "customer_id": "c1",
+        "personal": PERSONAL,
+        "customer_type": "regular",
+        "state": "active",
+        "state_history": [],
+        "created_at": None,
     }
     fields.update(overrides)
     customer = Customer.register(RegisterCustomer(**fields))  # type: ignore[arg-type]
@@ -32,8 +42,9 @@ def registered(**overrides: object) -> Customer:
 
 
 def test_registration_records_tenant_actor_request_and_a_first_state_entry() -> None:
-    customer = Customer.register(RegisterCustomer(meta(), "c1", PERSONAL, "regular", "active",
-                                                  [], None))
+    customer = Customer.register(
+        RegisterCustomer(meta(), "c1", PERSONAL, "regular", "active", [], None)
+    )
     [event] = customer.collect_events()
     assert isinstance(event, CustomerRegistered)
     assert (event.tenant_id, event.actor, event.request_id) == ("tenant-a", "user-1", "req-1")
@@ -58,8 +69,9 @@ def test_same_id_in_two_tenants_is_two_streams() -> None:
 def test_changing_details_records_the_full_new_details_only() -> None:
     customer = registered()
     new = {**PERSONAL, "lastName": "Kowalska"}
-    customer.update(UpdateCustomer(meta(T0 + timedelta(seconds=1)), "c1", new, "regular",
-                                   "active", [], None))
+    customer.update(
+        UpdateCustomer(meta(T0 + timedelta(seconds=1)), "c1", new, "regular", "active", [], None)
+    )
     [event] = customer.collect_events()
     assert isinstance(event, CustomerDetailsChanged)
     assert event.personal == new
@@ -84,8 +96,10 @@ def test_a_state_change_with_empty_history_appends_an_entry() -> None:
 
 def test_a_sent_history_is_stored_verbatim() -> None:
     customer = registered()
-    history = [{"state": "active", "setAt": "2020-01-01T00:00:00.000Z"},
-               {"state": "inactive", "setAt": "2020-02-02T00:00:00.5Z"}]
+    history = [
+        {"state": "active", "setAt": "2020-01-01T00:00:00.000Z"},
+        {"state": "inactive", "setAt": "2020-02-02T00:00:00.5Z"},
+    ]
     customer.update(UpdateCustomer(meta(), "c1", PERSONAL, "regular", "inactive", history, None))
     assert customer.state.state_history == history
 

@@ -14,10 +14,17 @@ from events import envelope
 
 def test_an_event_survives_the_envelope_unchanged() -> None:
     at = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-    customer = Customer.register(RegisterCustomer(
-        Meta("t1", "u1", "r1", at), "abc", {"firstName": "Ann", "lastName": None, "email": None,
-                                            "phone": None, "note": None},
-        "regular", "active", [], None))
+    customer = Customer.register(
+        RegisterCustomer(
+            Meta("t1", "u1", "r1", at),
+            "abc",
+            {"firstName": "Ann", "lastName": None, "email": None, "phone": None, "note": None},
+            "regular",
+            "active",
+            [],
+            None,
+        )
+    )
     [event] = customer.collect_events()
     raw = envelope.encode(42, event)
     doc = orjson.loads(raw)
@@ -33,8 +40,10 @@ def test_an_event_survives_the_envelope_unchanged() -> None:
     assert got == want
 
 
-@pytest.mark.parametrize("raw", [b"not json", b"{}", b'{"schema":"other"}',
-                                 b'{"schema":"beeoclock.event.v1","type":"Nope"}'])
+@pytest.mark.parametrize(
+    "raw",
+    [b"not json", b"{}", b'{"schema":"other"}', b'{"schema":"beeoclock.event.v1","type":"Nope"}'],
+)
 def test_a_foreign_or_malformed_message_is_refused(raw: bytes) -> None:
-    with pytest.raises(ValueError, match="malformed|unknown"):
+    with pytest.raises(ValueError, match=r"malformed|unknown"):
         envelope.decode(raw)

@@ -33,9 +33,14 @@ def test_missing_settings_are_named_together() -> None:
 def test_event_store_settings_follow_the_database_url() -> None:
     env = Settings(database_url="postgresql://u:p%40ss@db.local:6543/panel").eventsourcing_env()
     assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["POSTGRES_DBNAME"]) == (
-        "db.local", "6543", "panel")
+        "db.local",
+        "6543",
+        "panel",
+    )
     assert (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]) == ("u", "p@ss")
-    socket = Settings(database_url="postgresql://postgres:@/postgres?host=/tmp/pg").eventsourcing_env()
+    socket = Settings(
+        database_url="postgresql://postgres:@/postgres?host=/tmp/pg"
+    ).eventsourcing_env()
     assert socket["POSTGRES_HOST"] == "/tmp/pg"
 
 
@@ -60,13 +65,34 @@ def test_a_valid_token_grants_its_tenants_permissions() -> None:
         lambda: "Bearer " + mint_token("x" * 40, "u1", {"t1": []}),
         lambda: "Bearer " + mint_token(SECRET, "u1", {"t1": []}, ttl_s=-120),
         lambda: "Bearer " + jwt.encode({"sub": "u1", "tenants": {"t1": []}}, SECRET),
-        lambda: "Bearer " + jwt.encode({"sub": "u1", "exp": time.time() + 60,
-                                        "tenants": {"t1": []}}, SECRET, algorithm="HS512"),
-        lambda: "Bearer " + jwt.encode({"sub": "u1", "exp": time.time() + 60,
-                                        "tenants": {"t1": []}}, None, algorithm="none"),
+        lambda: (
+            "Bearer "
+            + jwt.encode(
+                {"sub": "u1", "exp": time.time() + 60, "tenants": {"t1": []}},
+                SECRET,
+                algorithm="HS512",
+            )
+        ),
+        lambda: (
+            "Bearer "
+            + jwt.encode(
+                {"sub": "u1", "exp": time.time() + 60, "tenants": {"t1": []}},
+                None,
+                algorithm="none",
+            )
+        ),
     ],
-    ids=["missing", "no-token", "basic", "malformed", "other-key", "expired", "no-exp",
-         "other-alg", "alg-none"],
+    ids=[
+        "missing",
+        "no-token",
+        "basic",
+        "malformed",
+        "other-key",
+        "expired",
+        "no-exp",
+        "other-alg",
+        "alg-none",
+    ],
 )
 def test_a_bad_token_is_unauthenticated(make: object) -> None:
     with pytest.raises(Unauthenticated):
