@@ -8,8 +8,11 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
+import psycopg
+from eventsourcing import persistence as es_persistence
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -36,6 +39,11 @@ _STATUS: dict[type[Exception], int] = {
     Conflict: 409,
     RuleViolation: 422,
     NotCaughtUp: 503,
+    # A store that is briefly unreachable: the client may retry; nothing was half-done.
+    es_persistence.OperationalError: 503,
+    es_persistence.InterfaceError: 503,
+    psycopg.OperationalError: 503,
+    PoolTimeout: 503,
 }
 
 
@@ -79,6 +87,9 @@ def install(app: FastAPI) -> None:
         message = exc.message if isinstance(exc, DomainError) else str(exc)
         if isinstance(exc, NotCaughtUp):
             message = "the read models have not caught up with your last write yet; retry"
+        elif status == 503:
+            log.warning("storage unavailable: %r", exc)
+            message = "storage is unavailable; retry"
         return error_response(status, message, errors, headers)
 
     async def invalid(_: Request, exc: Exception) -> Response:
@@ -89,13 +100,15 @@ def install(app: FastAPI) -> None:
 
     async def http(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return error_response(exc.status_code, str(exc.detail), headers=dict(exc.headers) if exc.headers else None)
+        return error_response(
+            exc.status_code, str(exc.detail), headers=dict(exc.headers) if exc.headers else None
+        )
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal error")
 
-    for exc_type in (DomainError, Unauthenticated, Forbidden, NotCaughtUp, BadCursor):
+    for exc_type in _STATUS:
         app.add_exception_handler(exc_type, known)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(HTTPException, http)

@@ -78,13 +78,27 @@ class Projector:
             while not self.stopping.is_set():
                 polled = self.consumer.poll(timeout_ms=200)
                 records = [r for batch in polled.values() for r in batch]
-                if records:
+                if not records:
+                    continue
+                try:
                     self.apply(app, records, redis_client)
+                except psycopg.Error as exc:
+                    # The consumer has moved past these records but the database has not:
+                    # rewind to the offsets the database holds, and apply them again.
+                    log.warning("a batch failed and will be applied again: %s", exc)
+                    self.stopping.wait(1.0)
+                    self.rewind()
         finally:
             self.consumer.close(autocommit=False)
             self.conn.close()
             redis_client.close()
             app.close()
+
+    def rewind(self) -> None:
+        assert self.consumer is not None
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self.conn = psycopg.connect(self.settings.database_url)
+        self.seek_to_stored_offsets(list(self.consumer.assignment()))
 
     def seek_to_stored_offsets(self, assigned: list[TopicPartition]) -> None:
         assert self.conn is not None
