@@ -23,9 +23,8 @@ from tests.support import (
     Stack,
     create_database,
     drop_database,
-    eventually,
-    new_tenant,
     settings_for,
+    wait_until_projecting,
 )
 
 
@@ -64,14 +63,7 @@ def stack(settings: Settings) -> Iterator[Stack]:
     try:
         for name in ("api", "relay", "projector"):
             running.start(name)
-        with httpx.Client(base_url=running.base_url, timeout=10) as client:
-            probe = new_tenant(client, settings)
-            created = probe.post("/api/v1/customer", json={"firstName": "Probe"})
-            assert created.status_code == 201, created.text
-            eventually(
-                lambda: probe.get(f"/api/v1/customer/{created.json()['_id']}").status_code == 200,
-                timeout_s=60,
-            )
+        wait_until_projecting(running)
         yield running
     finally:
         running.stop()

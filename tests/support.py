@@ -136,6 +136,16 @@ def running(settings: Settings, *names: str) -> Iterator[Stack]:
         stack.stop()
 
 
+def wait_until_projecting(stack: Stack, timeout_s: float = 60) -> None:
+    """Until a write is readable: the projector has joined its group and applies events."""
+    with httpx.Client(base_url=stack.base_url, timeout=10) as client:
+        probe = new_tenant(client, stack.settings)
+        created = probe.post("/api/v1/customer", json={"firstName": "Probe"})
+        assert created.status_code == 201, created.text
+        path = f"/api/v1/customer/{created.json()['_id']}"
+        eventually(lambda: probe.get(path).status_code == 200, timeout_s=timeout_s)
+
+
 def token(
     settings: Settings, tenants: dict[str, list[str]], sub: str = "user-1", ttl: int = 600
 ) -> str:

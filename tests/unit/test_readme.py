@@ -19,7 +19,7 @@ def test_every_setting_is_in_the_configuration_table_and_nothing_else() -> None:
 
 def test_every_cli_command_is_documented() -> None:
     parser = build_parser()
-    subparsers = next(a for a in parser._actions if a.dest == "command")  # noqa: SLF001
+    subparsers = next(a for a in parser._actions if a.dest == "command")
     for command in subparsers.choices:  # type: ignore[union-attr]
         assert f"beeoclock {command}" in README or f"| {command}" in README, command
 

