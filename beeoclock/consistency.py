@@ -1,5 +1,7 @@
-"""Read-your-writes: the write side records each tenant's latest written position per stream;
-the projector records how far it has applied; a read waits (bounded) until applied >= written.
+"""Read-your-writes: the event store records each tenant's latest written position per stream
+(a trigger, in the inserting transaction); the projector records how far it has applied, in its
+own transaction; a read waits (bounded) until applied reaches the written position it saw when
+it started.
 
 Written and applied live in separate tables so a writer never waits on a projector's row lock.
 """
@@ -13,11 +15,6 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-_RECORD_WRITTEN = (
-    "INSERT INTO written_positions (tenant_id, stream, position) VALUES (%s, %s, %s) "
-    "ON CONFLICT (tenant_id, stream) DO UPDATE "
-    "SET position = GREATEST(written_positions.position, EXCLUDED.position)"
-)
 _RECORD_APPLIED = (
     "INSERT INTO applied_positions (tenant_id, stream, position) VALUES (%s, %s, %s) "
     "ON CONFLICT (tenant_id, stream) DO UPDATE "
@@ -28,11 +25,6 @@ _READ_POSITIONS = (
     "AND stream = %(s)s), 0), COALESCE((SELECT position FROM applied_positions "
     "WHERE tenant_id = %(t)s AND stream = %(s)s), 0)"
 )
-
-
-def record_written(conn: psycopg.Connection[Any], tenant_id: str, stream: str, pos: int) -> None:
-    conn.execute(_RECORD_WRITTEN, (tenant_id, stream, pos), prepare=True)
-    conn.commit()
 
 
 def record_applied(cur: psycopg.Cursor[Any], applied: dict[tuple[str, str], int]) -> None:
@@ -59,17 +51,23 @@ async def wait_until_applied(
     stream: str,
     min_position: int | None,
     timeout_s: float,
+    *,
+    latest: bool = True,
 ) -> tuple[int, int]:
-    """Wait until the tenant's stream is applied up to its latest write (and `min_position`).
-    Returns (written, applied); raises NotCaughtUp after `timeout_s`."""
+    """Wait until the tenant's stream is applied up to a target fixed when the read starts:
+    its latest write (`latest`), or `min_position` if given — capped at that latest write,
+    since positions past it belong to other tenants or streams. Writes made while the read
+    waits don't move the target. Returns (target, applied); raises NotCaughtUp."""
     deadline = time.monotonic() + timeout_s
+    written, applied = await positions(pool, tenant_id, stream)
+    target = written if latest else 0
+    if min_position is not None:
+        target = max(target, min(min_position, written))
     delay = 0.002
-    while True:
-        written, applied = await positions(pool, tenant_id, stream)
-        target = max(written, min_position or 0)
-        if applied >= target:
-            return written, applied
+    while applied < target:
         if time.monotonic() + delay > deadline:
             raise NotCaughtUp
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, 0.025)
+        _, applied = await positions(pool, tenant_id, stream)
+    return target, applied

@@ -14,6 +14,7 @@ from beeoclock.settings import Settings
 from commands.context import Meta
 from commands.errors import FieldError, InvalidCommand
 
+_VERSION = re.compile(r"^[0-9]{1,9}$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -49,7 +50,7 @@ def get_expected_version(
     if if_match is None or if_match.strip() == "*":
         return None
     value = if_match.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
+    if not _VERSION.match(value):
         raise InvalidCommand(
             'If-Match must be an ETag such as "3"',
             [FieldError("If-Match", "is not a version ETag", f"value: {if_match[:40]!r}")],

@@ -44,6 +44,9 @@ _STATUS: dict[type[Exception], int] = {
     es_persistence.InterfaceError: 503,
     psycopg.OperationalError: 503,
     PoolTimeout: 503,
+    # A value PostgreSQL refuses (validation should have caught it): the caller's input.
+    psycopg.DataError: 400,
+    es_persistence.DataError: 400,
 }
 
 

@@ -6,9 +6,6 @@ from collections.abc import Mapping
 
 from eventsourcing.application import Application
 from eventsourcing.domain import BaseAggregate
-from eventsourcing.postgres import PostgresDatastore
-
-from beeoclock import consistency
 
 
 class PanelApplication(Application[str]):
@@ -22,18 +19,11 @@ class PanelApplication(Application[str]):
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
 
-    @property
-    def datastore(self) -> PostgresDatastore:
-        datastore: PostgresDatastore = self.factory.datastore  # type: ignore[attr-defined]
-        return datastore
-
-    def commit(self, *aggregates: BaseAggregate[str], tenant_id: str, stream: str) -> int | None:
-        """Save the aggregates' new events in one transaction and return the position of the
-        last one, after recording it as the tenant's latest write (read-your-writes)."""
+    def commit(self, *aggregates: BaseAggregate[str]) -> int | None:
+        """Save the aggregates' new events in one transaction; returns the position of the last
+        one. The same transaction records it as the tenant's latest write (a trigger, see
+        projections/migrations/002), which reads wait for (read-your-writes)."""
         recordings = self.save(*aggregates)
         if not recordings:
             return None
-        position = max(r.notification.id for r in recordings)
-        with self.datastore.get_connection() as conn:
-            consistency.record_written(conn, tenant_id, stream, position)
-        return position
+        return max(r.notification.id for r in recordings)

@@ -26,10 +26,16 @@ class CustomerOutcome:
 def register_customer(app: PanelApplication, cmd: RegisterCustomer) -> CustomerOutcome:
     customer = Customer.register(cmd)
     try:
-        position = app.commit(customer, tenant_id=cmd.meta.tenant_id, stream=KIND)
+        position = app.commit(customer)
     except IntegrityError:
-        msg = f"a customer with _id {cmd.customer_id} already exists"
-        raise Conflict(msg) from None
+        # The id is taken, unless by this very request: a retry after a lost commit
+        # acknowledgement (the store retries inserts), or the client repeating its request.
+        existing = load_customer(app, cmd.meta.tenant_id, cmd.customer_id)
+        first = next(iter(app.events.get(existing.id, lte=1)), None)
+        if getattr(first, "request_id", None) != cmd.meta.request_id:
+            msg = f"a customer with _id {cmd.customer_id} already exists"
+            raise Conflict(msg) from None
+        return CustomerOutcome(existing.state, None)
     return CustomerOutcome(customer.state, position)
 
 
@@ -66,7 +72,7 @@ def _change(
         customer = load_customer(app, tenant_id, customer_id)
         decide(customer)
         try:
-            position = app.commit(customer, tenant_id=tenant_id, stream=KIND)
+            position = app.commit(customer)
         except IntegrityError:
             if expected_version is not None:
                 msg = "the customer was changed by another request"

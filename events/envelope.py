@@ -81,8 +81,9 @@ def decode(raw: bytes) -> Envelope:
     """Rebuild the domain event a message carries; raises ValueError for a foreign message."""
     try:
         doc: dict[str, Any] = orjson.loads(raw)
-        if doc.get("schema") != SCHEMA:
-            msg = f"unknown schema {doc.get('schema')!r}"
+        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+            schema = doc.get("schema") if isinstance(doc, dict) else None
+            msg = f"unknown schema {schema!r}"
             raise ValueError(msg)
         cls, aggregate_type = EVENT_TYPES[doc["type"]]
         timestamp = parse_iso(doc["timestamp"]).replace(microsecond=int(doc["timestampUs"]))
@@ -100,6 +101,6 @@ def decode(raw: bytes) -> Envelope:
         event = object.__new__(cls)
         event.__dict__.update(state)
         return Envelope(int(doc["notificationId"]), aggregate_type, event)
-    except (KeyError, TypeError, orjson.JSONDecodeError) as exc:
+    except (KeyError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
         msg = f"malformed event message: {exc}"
         raise ValueError(msg) from exc

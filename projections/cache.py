@@ -83,8 +83,10 @@ class ReadCache:
             return False
 
 
-def invalidate(client: redis.Redis | None, keys: Iterable[str]) -> None:
-    """The projector's side, after its commit: bump the generations of what changed."""
+def invalidate(client: redis.Redis | None, keys: Iterable[str], ttl_s: int) -> None:
+    """The projector's side, after its commit: bump the generations of what changed.
+    A generation outlives every value stored under it (`ttl_s`), then goes too: a customer
+    not changed for that long keeps no key."""
     keys = list(keys)
     if client is None or not keys:
         return
@@ -92,6 +94,7 @@ def invalidate(client: redis.Redis | None, keys: Iterable[str]) -> None:
         pipe = client.pipeline(transaction=False)
         for key in keys:
             pipe.incr(key)
+            pipe.expire(key, ttl_s)
         pipe.execute()
     except (redis.RedisError, OSError) as exc:
         log.warning("redis unavailable, cache entries expire by TTL: %s", exc)

@@ -11,7 +11,11 @@ from typing import Any
 import orjson
 from psycopg import AsyncConnection, sql
 
+from beeoclock.ids import ENTITY_ID
 from events.timefmt import parse_iso
+
+#: sort keys whose cursor value is an integer (the rest are instants)
+INTEGER_KEYS = frozenset({"order"})
 
 
 class BadCursor(ValueError):
@@ -54,12 +58,18 @@ def decode_cursor(cursor: str, order_by: str, order_dir: str) -> tuple[datetime 
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         by, direction, value, entity_id = orjson.loads(raw)
-        key = parse_iso(value) if isinstance(value, str) else int(value)
+        key: datetime | int = parse_iso(value) if isinstance(value, str) else int(value)
     except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
         msg = "cursor is not valid"
         raise BadCursor(msg) from exc
-    if (by, direction) != (order_by, order_dir) or not isinstance(entity_id, str):
+    if (by, direction) != (order_by, order_dir):
         msg = "cursor belongs to another orderBy/orderDir"
+        raise BadCursor(msg)
+    if not isinstance(entity_id, str) or not ENTITY_ID.match(entity_id):
+        msg = "cursor is not valid"
+        raise BadCursor(msg)
+    if isinstance(key, int) != (order_by in INTEGER_KEYS):
+        msg = "cursor is not valid"
         raise BadCursor(msg)
     return key, entity_id
 

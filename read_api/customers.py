@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -12,7 +11,9 @@ from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
 from beeoclock.deps import PrincipalDep, SettingsDep
-from commands.errors import NotFound
+from beeoclock.ids import entity_id
+from beeoclock.text import printable
+from commands.errors import FieldError, InvalidCommand, NotFound
 from projections import customers
 from projections.cache import generation_key
 from projections.paging import PageQuery
@@ -21,7 +22,6 @@ from read_api.deps import CacheDep, Consistent, PoolDep, ReadGate, read_through
 router = APIRouter(prefix="/api/v1/customer", tags=["customer"])
 STREAM = customers.STREAM
 GateDep = Annotated[ReadGate, Depends(Consistent(STREAM))]
-ENTITY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 State = Literal["active", "inactive", "archived", "deleted"]
 
 
@@ -46,6 +46,11 @@ async def page_customers(
     updated_since: Annotated[datetime | None, Query(alias="updatedSince")] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
+    if phrase is not None:
+        try:
+            printable(phrase)
+        except ValueError as exc:
+            raise InvalidCommand(f"phrase {exc}", [FieldError("phrase", str(exc))]) from None
     query = PageQuery(
         page=page,
         page_size=page_size or size or 20,
@@ -84,9 +89,7 @@ async def get_customer(
     cache: CacheDep,
     settings: SettingsDep,
 ) -> Response:
-    if not ENTITY_ID.match(customer_id):
-        msg = f"customer {customer_id[:64]} not found"
-        raise NotFound(msg)
+    entity_id(customer_id, "customer")
     tenant = principal.tenant_id
     value_key = f"{tenant}:{STREAM}:{customer_id}"
 

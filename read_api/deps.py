@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -24,6 +25,8 @@ def get_cache(request: Request) -> ReadCache:
     cache: ReadCache = request.app.state.cache
     return cache
 
+
+_POSITION = re.compile(r"^[0-9]{1,18}$")
 
 PoolDep = Annotated[AsyncConnectionPool[Any], Depends(get_pool)]
 CacheDep = Annotated[ReadCache, Depends(get_cache)]
@@ -55,23 +58,24 @@ class Consistent:
     ) -> ReadGate:
         min_position = None
         if x_min_position is not None:
-            if not x_min_position.strip().isdigit():
+            if not _POSITION.match(x_min_position.strip()):
                 raise InvalidCommand(
                     "X-Min-Position must be an event position",
                     [FieldError("X-Min-Position", "is not a non-negative integer")],
                 )
             min_position = int(x_min_position)
-        if (x_consistency or "").strip().lower() == "eventual" and min_position is None:
+        eventual = (x_consistency or "").strip().lower() == "eventual"
+        if eventual and min_position is None:
             return ReadGate(None, 0)
-        settings = get_settings(request)
-        written, applied = await consistency.wait_until_applied(
+        target, applied = await consistency.wait_until_applied(
             pool,
             principal.tenant_id,
             self.stream,
             min_position,
-            settings.consistency_timeout_ms / 1000,
+            get_settings(request).consistency_timeout_ms / 1000,
+            latest=not eventual,
         )
-        return ReadGate(max(written, min_position or 0), applied)
+        return ReadGate(target, applied)
 
 
 async def read_through(

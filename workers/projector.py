@@ -17,8 +17,10 @@ from typing import Any
 
 import psycopg
 import redis
+from eventsourcing import persistence as es_persistence
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
 
 from beeoclock import consistency, kafka
 from beeoclock.settings import Settings
@@ -26,8 +28,22 @@ from commands.application import PanelApplication
 from events import envelope
 from events.base import PanelEvent
 from projections import cache, customers
+from projections.customers import MissingEvents
 
 log = logging.getLogger(__name__)
+
+_DEAD_LETTER = (
+    'INSERT INTO projector_dead_letters (group_id, topic, partition, "offset", tenant_id, '
+    "aggregate_id, aggregate_version, notification_id, error, message) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+#: Faults that pass: the batch is applied again from the offsets in the database.
+TRANSIENT = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    es_persistence.OperationalError,
+    es_persistence.InterfaceError,
+)
 
 _SAVE_OFFSET = (
     "INSERT INTO projector_offsets (group_id, topic, partition, next_offset) "
@@ -76,17 +92,21 @@ class Projector:
         self.consumer.subscribe(list(self.stream_of_topic), listener=_SeekToStoredOffsets(self))
         try:
             while not self.stopping.is_set():
-                polled = self.consumer.poll(timeout_ms=200)
+                try:
+                    polled = self.consumer.poll(timeout_ms=200)
+                except KafkaError as exc:
+                    log.warning("kafka poll failed, polling again: %s", exc)
+                    self.stopping.wait(1.0)
+                    continue
                 records = [r for batch in polled.values() for r in batch]
                 if not records:
                     continue
                 try:
                     self.apply(app, records, redis_client)
-                except psycopg.Error as exc:
+                except TRANSIENT as exc:
                     # The consumer has moved past these records but the database has not:
                     # rewind to the offsets the database holds, and apply them again.
                     log.warning("a batch failed and will be applied again: %s", exc)
-                    self.stopping.wait(1.0)
                     self.rewind()
         finally:
             self.consumer.close(autocommit=False)
@@ -95,10 +115,17 @@ class Projector:
             app.close()
 
     def rewind(self) -> None:
+        """Seek every assigned partition back to the offset the database holds, reconnecting
+        as long as the database is unreachable."""
         assert self.consumer is not None
-        if self.conn is None or self.conn.closed or self.conn.broken:
-            self.conn = psycopg.connect(self.settings.database_url)
-        self.seek_to_stored_offsets(list(self.consumer.assignment()))
+        while not self.stopping.wait(1.0):
+            try:
+                if self.conn is None or self.conn.closed or self.conn.broken:
+                    self.conn = psycopg.connect(self.settings.database_url)
+                self.seek_to_stored_offsets(list(self.consumer.assignment()))
+                return
+            except psycopg.Error as exc:
+                log.warning("database unreachable, retrying: %s", exc)
 
     def seek_to_stored_offsets(self, assigned: list[TopicPartition]) -> None:
         assert self.conn is not None
@@ -122,9 +149,29 @@ class Projector:
     def apply(
         self, app: PanelApplication, records: Sequence[ConsumerRecord], redis_client: redis.Redis
     ) -> None:
+        """Apply a batch in one transaction. If an event can't be applied (a bad event or a
+        bug, not a transient fault), apply the batch again event by event, dead-lettering
+        the ones that fail, so one poisoned event never stops the other tenants."""
+        try:
+            self._apply(app, records, redis_client, isolate=False)
+        except TRANSIENT:
+            raise
+        except Exception:
+            log.exception("a batch could not be applied; isolating the event that fails")
+            self._apply(app, records, redis_client, isolate=True)
+
+    def _apply(
+        self,
+        app: PanelApplication,
+        records: Sequence[ConsumerRecord],
+        redis_client: redis.Redis,
+        *,
+        isolate: bool,
+    ) -> None:
         assert self.conn is not None
         assert self.consumer is not None
-        by_stream: dict[str, list[PanelEvent]] = {}
+        messages: list[tuple[ConsumerRecord, str, envelope.Envelope]] = []
+        dead: list[tuple[ConsumerRecord, envelope.Envelope | None, str]] = []
         applied: dict[tuple[str, str], int] = {}
         offsets: dict[TopicPartition, int] = {}
         for record in records:
@@ -132,16 +179,10 @@ class Projector:
             try:
                 message = envelope.decode(record.value)
             except ValueError as exc:
-                log.error(
-                    "skipping a malformed message at %s/%s@%s: %s",
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    exc,
-                )
+                dead.append((record, None, str(exc)))
                 continue
             stream = self.stream_of_topic[record.topic]
-            by_stream.setdefault(stream, []).append(message.event)
+            messages.append((record, stream, message))
             key = (message.tenant_id, stream)
             applied[key] = max(applied.get(key, 0), message.notification_id)
 
@@ -150,12 +191,46 @@ class Projector:
             found = app.events.get(originator_id, gt=after, lte=before - 1)
             return [e for e in found if isinstance(e, PanelEvent)]
 
-        changed: dict[str, set[tuple[str, str]]] = {}
+        changed: set[tuple[str, str, str]] = set()
         with self.conn.transaction(), self.conn.cursor() as cur:
-            for stream, events in by_stream.items():
-                project = PROJECTIONS.get(stream)
-                if project is not None:
-                    changed[stream] = project(cur, events, missing)
+            if isolate:
+                for record, stream, message in messages:
+                    try:
+                        with self.conn.transaction():
+                            changed |= _project(cur, stream, [message.event], missing)
+                    except TRANSIENT:
+                        raise
+                    except Exception as exc:
+                        dead.append((record, message, repr(exc)))
+            else:
+                by_stream: dict[str, list[PanelEvent]] = {}
+                for _, stream, message in messages:
+                    by_stream.setdefault(stream, []).append(message.event)
+                for stream, events in by_stream.items():
+                    changed |= _project(cur, stream, events, missing)
+            for record, failed, error in dead:
+                log.error(
+                    "dead letter at %s/%s@%s: %s",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    error,
+                )
+                cur.execute(
+                    _DEAD_LETTER,
+                    (
+                        self.settings.projector_group,
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        failed.tenant_id if failed else None,
+                        failed.entity_id if failed else None,
+                        failed.event.originator_version if failed else None,
+                        failed.notification_id if failed else None,
+                        error,
+                        record.value,
+                    ),
+                )
             consistency.record_applied(cur, applied)
             cur.executemany(
                 _SAVE_OFFSET,
@@ -165,9 +240,19 @@ class Projector:
                 ],
             )
         keys = [cache.generation_key(t, s) for t, s in applied]
-        keys += [cache.generation_key(t, s, i) for s, ids in changed.items() for t, i in ids]
-        cache.invalidate(redis_client, keys)
+        keys += [cache.generation_key(t, s, i) for s, t, i in changed]
+        ttl_s = 2 * max(self.settings.cache_entity_ttl_s, self.settings.cache_page_ttl_s) + 60
+        cache.invalidate(redis_client, keys, ttl_s)
         try:
             self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
-        except Exception as exc:
+        except KafkaError as exc:
             log.debug("kafka offset commit failed (harmless): %s", exc)
+
+
+def _project(
+    cur: psycopg.Cursor[Any], stream: str, events: list[PanelEvent], missing: MissingEvents
+) -> set[tuple[str, str, str]]:
+    project = PROJECTIONS.get(stream)
+    if project is None:
+        return set()
+    return {(stream, tenant, entity) for tenant, entity in project(cur, events, missing)}

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import Notification
+from eventsourcing.persistence import Notification, PersistenceError
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 
 from beeoclock import kafka
 from beeoclock.settings import Settings
@@ -47,13 +48,12 @@ class Relay:
     def run(self) -> None:
         """Wait to become the active relay, then publish until stopped; after a failure,
         reconnect and resume from the recorded position."""
-        kafka.ensure_topics(self.settings)
         app = PanelApplication(env=self.settings.eventsourcing_env() | {"POSTGRES_POOL_SIZE": "2"})
         try:
             while not self.stopping.is_set():
                 try:
                     self._run_active(app)
-                except (psycopg.Error, OSError, RelayError) as exc:
+                except (psycopg.Error, OSError, PersistenceError, KafkaError, RelayError) as exc:
                     log.warning("relay interrupted, resuming from the recorded position: %s", exc)
                     self.stopping.wait(1.0)
         finally:
@@ -64,6 +64,7 @@ class Relay:
             if not self._acquire(conn):
                 return
             log.info("relay %s is active", self.name)
+            kafka.ensure_topics(self.settings)
             conn.execute(f"LISTEN {app.recorder.channel_name}")  # type: ignore[attr-defined]
             producer = kafka.producer(self.settings)
             try:

@@ -2,30 +2,48 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.responses import Response
 
 from beeoclock.deps import ExpectedVersionDep, MetaDep
+from beeoclock.ids import ENTITY_ID, RESERVED_IDS, entity_id, new_object_id
+from beeoclock.text import printable
 from commands import handlers
 from commands.customer import DeleteCustomer, RegisterCustomer, UpdateCustomer
 from events.customer import PERSONAL_FIELDS, Personal, StateEntry
-from write_api.deps import ApplicationDep, new_object_id
+from events.timefmt import iso_ms, parse_iso
+from write_api.deps import ApplicationDep
 from write_api.responses import entity_response
 
 router = APIRouter(prefix="/api/v1/customer", tags=["customer"])
 
-ENTITY_ID = r"^[A-Za-z0-9_-]{1,64}$"
 CustomerType = Literal["regular", "unregistered", "new", "anonymous"]
 State = Literal["active", "inactive", "archived", "deleted"]
+
+
+Line = Annotated[str, AfterValidator(printable)]
+Text = Annotated[str, AfterValidator(lambda v: printable(v, multiline=True))]
+
+
+def _instant(value: str) -> str:
+    """An ISO-8601 instant, normalised to the wire format (UTC, milliseconds, Z)."""
+    try:
+        return iso_ms(parse_iso(value))
+    except ValueError:
+        msg = "must be an ISO-8601 date-time such as 2025-02-25T09:37:56.085Z"
+        raise ValueError(msg) from None
+
+
+Instant = Annotated[str, Field(max_length=40), AfterValidator(_instant)]
 
 
 class StateEntryBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     state: State
-    setAt: str = Field(max_length=40)  # noqa: N815 - the wire name
+    setAt: Annotated[str, Field(max_length=40), AfterValidator(printable)]  # noqa: N815
 
 
 class CustomerBody(BaseModel):
@@ -34,16 +52,24 @@ class CustomerBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    id: str | None = Field(None, alias="_id", pattern=ENTITY_ID)
+    id: str | None = Field(None, alias="_id", pattern=ENTITY_ID.pattern)
     customerType: CustomerType | None = "regular"  # noqa: N815
-    firstName: str | None = Field(None, max_length=50)  # noqa: N815
-    lastName: str | None = Field(None, max_length=50)  # noqa: N815
-    email: str | None = Field(None, max_length=254)
-    phone: str | None = Field(None, max_length=32)
-    note: str | None = Field(None, max_length=1000)
+    firstName: Line | None = Field(None, max_length=50)  # noqa: N815
+    lastName: Line | None = Field(None, max_length=50)  # noqa: N815
+    email: Line | None = Field(None, max_length=254)
+    phone: Line | None = Field(None, max_length=32)
+    note: Text | None = Field(None, max_length=1000)
     state: State | None = "active"
     stateHistory: list[StateEntryBody] | None = Field(None, max_length=1000)  # noqa: N815
-    createdAt: str | None = Field(None, max_length=40)  # noqa: N815
+    createdAt: Instant | None = None  # noqa: N815
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str | None) -> str | None:
+        if value in RESERVED_IDS:
+            msg = f"{value!r} is reserved"
+            raise ValueError(msg)
+        return value
 
     @model_validator(mode="after")
     def _someone(self) -> CustomerBody:
@@ -89,7 +115,7 @@ def update_customer(
         app,
         UpdateCustomer(
             meta=meta,
-            customer_id=customer_id,
+            customer_id=entity_id(customer_id, "customer"),
             personal=body.personal(),
             customer_type=body.customerType or "regular",
             state=body.state or "active",
@@ -105,6 +131,11 @@ def delete_customer(
     customer_id: str, meta: MetaDep, app: ApplicationDep, expected_version: ExpectedVersionDep
 ) -> Response:
     outcome = handlers.delete_customer(
-        app, DeleteCustomer(meta=meta, customer_id=customer_id, expected_version=expected_version)
+        app,
+        DeleteCustomer(
+            meta=meta,
+            customer_id=entity_id(customer_id, "customer"),
+            expected_version=expected_version,
+        ),
     )
     return entity_response(outcome.state.to_dto(), 200, outcome.position)

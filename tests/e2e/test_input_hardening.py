@@ -1,0 +1,144 @@
+"""Bad input gets a clear 4xx in the contract's shape, changes nothing, and can't reach (let
+alone stop) the projector."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import orjson
+import pytest
+
+from beeoclock.settings import Settings
+from tests.e2e.test_customer_slice import assert_error
+from tests.support import new_tenant
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"firstName": "Zed", "createdAt": "garbage"},
+        {"firstName": "a\u0000b"},
+        {"firstName": "two\nlines"},
+        {"firstName": "A", "note": "bell\u0007"},
+        {"firstName": "A", "stateHistory": [{"state": "active", "setAt": "x\u0000"}]},
+        {"_id": "paged", "firstName": "A"},
+        {"_id": "has space", "firstName": "A"},
+        {"_id": "x" * 65, "firstName": "A"},
+    ],
+    ids=[
+        "createdAt",
+        "nul",
+        "newline-in-name",
+        "control-in-note",
+        "nul-in-history",
+        "reserved-id",
+        "id-alphabet",
+        "id-length",
+    ],
+)
+def test_bad_bodies_are_400_and_store_nothing(
+    client: httpx.Client, settings: Settings, body: dict[str, object]
+) -> None:
+    tenant = new_tenant(client, settings)
+    doc = assert_error(tenant.post("/api/v1/customer", json=body), 400)
+    assert doc["errors"]
+    assert tenant.get("/api/v1/customer/paged").json()["totalSize"] == 0
+
+
+def test_creation_time_is_normalised_to_utc_milliseconds(
+    client: httpx.Client, settings: Settings
+) -> None:
+    tenant = new_tenant(client, settings)
+    dto = tenant.post(
+        "/api/v1/customer",
+        json={
+            "firstName": "A",
+            "note": "line 1\nline 2\tend",
+            "createdAt": "2024-03-01T12:00:00+02:00",
+        },
+    ).json()
+    assert dto["createdAt"] == "2024-03-01T10:00:00.000Z"
+    assert dto["note"] == "line 1\nline 2\tend"
+    assert tenant.get(f"/api/v1/customer/{dto['_id']}").json() == dto
+
+
+def test_impossible_ids_in_paths_are_404(client: httpx.Client, settings: Settings) -> None:
+    tenant = new_tenant(client, settings)
+    for path in ("a%00b", "a%20b", "x" * 65):
+        assert_error(tenant.get(f"/api/v1/customer/{path}"), 404)
+        assert_error(tenant.put(f"/api/v1/customer/{path}", json={"firstName": "A"}), 404)
+        assert_error(tenant.delete(f"/api/v1/customer/{path}"), 404)
+
+
+def test_bad_headers_and_parameters_are_400(client: httpx.Client, settings: Settings) -> None:
+    tenant = new_tenant(client, settings)
+    customer_id = tenant.post("/api/v1/customer", json={"firstName": "A"}).json()["_id"]
+    for if_match in ("\u00b2", "abc", "9" * 30):
+        changed = tenant.put(
+            f"/api/v1/customer/{customer_id}",
+            json={"firstName": "B"},
+            headers={"If-Match": if_match.encode("latin-1")},
+        )
+        assert_error(changed, 400)
+    for params in (
+        {"phrase": "a\u0000b"},
+        {"page": "0"},
+        {"pageSize": "1001"},
+        {"size": "0"},
+        {"orderDir": "sideways"},
+        {"state": "gone"},
+        {"updatedSince": "yesterday"},
+        {"page": "x"},
+    ):
+        assert_error(tenant.get("/api/v1/customer/paged", params=params), 400)
+    assert tenant.get(f"/api/v1/customer/{customer_id}").json()["firstName"] == "A"
+
+
+def _cursor(*parts: object) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(list(parts))).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "not-base64!",
+        base64.urlsafe_b64encode(b"[1,2").decode(),
+        _cursor("updatedAt", "desc"),
+        _cursor("createdAt", "desc", "2024-01-01T00:00:00+00:00", "abc"),
+        _cursor("updatedAt", "desc", 5, "abc"),
+        _cursor("updatedAt", "desc", "2024-01-01T00:00:00+00:00", "a\u0000b"),
+        _cursor("updatedAt", "desc", "not a time", "abc"),
+        _cursor("updatedAt", "desc", "2024-01-01T00:00:00+00:00", 7),
+    ],
+    ids=[
+        "garbage",
+        "broken-json",
+        "short",
+        "other-order",
+        "int-key",
+        "nul-id",
+        "bad-time",
+        "int-id",
+    ],
+)
+def test_malformed_cursors_are_400(client: httpx.Client, settings: Settings, cursor: str) -> None:
+    tenant = new_tenant(client, settings)
+    assert_error(tenant.get("/api/v1/customer/paged", params={"cursor": cursor}), 400)
+
+
+def test_a_valid_cursor_walks_the_rest(client: httpx.Client, settings: Settings) -> None:
+    tenant = new_tenant(client, settings)
+    ids = [
+        tenant.post("/api/v1/customer", json={"firstName": f"C{i}"}).json()["_id"] for i in range(5)
+    ]
+    first = tenant.get("/api/v1/customer/paged", params={"pageSize": 2}).json()
+    seen = [c["_id"] for c in first["items"]]
+    cursor = first["nextCursor"]
+    while cursor:
+        page = tenant.get("/api/v1/customer/paged", params={"pageSize": 2, "cursor": cursor}).json()
+        assert page["totalSize"] == 5
+        seen += [c["_id"] for c in page["items"]]
+        cursor = page.get("nextCursor")
+    assert sorted(seen) == sorted(ids)
+    assert len(seen) == 5
