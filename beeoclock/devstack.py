@@ -5,6 +5,7 @@ processes, restarted if they crash. Ctrl-C or SIGTERM stops the children, then t
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -12,6 +13,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from beeoclock import embedded
@@ -69,6 +72,7 @@ def run_dev_stack(settings: Settings, *, port: int, env_file: Path) -> None:
             for name in _CHILDREN:
                 children[name] = _spawn(name, port, env)
             embedded.wait_for_port(port, 60)
+            _probe(port, values["BEEOCLOCK_JWT_SECRET"])
             token = mint_token(
                 values["BEEOCLOCK_JWT_SECRET"],
                 "dev-user",
@@ -114,6 +118,29 @@ def _stop_all(children: dict[str, subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _probe(port: int, secret: str, timeout_s: float = 90) -> None:
+    """Ready means a write has travelled the whole pipeline: a customer of the `dev-probe`
+    tenant is created and read back (the development database is thrown away on exit)."""
+    token = mint_token(secret, "dev-stack", {"dev-probe": ["CREATE_CUSTOMER", "READ_CUSTOMER"]})
+    headers = {"Authorization": f"Bearer {token}", "x-business-tenant-id": "dev-probe"}
+    base = f"http://127.0.0.1:{port}/api/v1/customer"
+    body = json.dumps({"firstName": "Probe"}).encode()
+    create = urllib.request.Request(
+        base, body, {**headers, "content-type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(create, timeout=30) as response:  # noqa: S310 - our own URL
+        customer_id = json.loads(response.read())["_id"]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            read = urllib.request.Request(f"{base}/{customer_id}", headers=headers)  # noqa: S310
+            with urllib.request.urlopen(read, timeout=30):  # noqa: S310
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or time.monotonic() > deadline:
+                raise
 
 
 def _all_permissions() -> list[str]:
