@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import orjson
@@ -58,11 +58,16 @@ async def page_customers(
         order_dir=order_dir,
         phrase=phrase.strip() or None if phrase else None,
         states=tuple(sorted(set(state or ()))),
-        updated_since=updated_since,
+        updated_since=(
+            updated_since.replace(tzinfo=UTC)
+            if updated_since and updated_since.tzinfo is None
+            else updated_since
+        ),
         cursor=cursor,
     )
     tenant = principal.tenant_id
-    value_key = f"{tenant}:{STREAM}:page:{hashlib.sha1(repr(query).encode()).hexdigest()}"  # noqa: S324
+    digest = hashlib.blake2b(repr(query).encode(), digest_size=16).hexdigest()
+    value_key = f"{tenant}:{STREAM}:page:{digest}"
 
     async def compute() -> bytes:
         async with pool.connection() as conn:
