@@ -59,6 +59,7 @@ def consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
     # Auto-commit off: the database holds the offsets that count. fetch_max_wait_ms is short
     # because tansu answers a waiting fetch only when it expires; max_poll_interval_ms is
     # what kafka-python sends as the rebalance timeout, which tansu waits out on every join.
+    # A short session timeout lets the group notice a killed member within seconds.
     options: dict[str, Any] = {
         "bootstrap_servers": servers(settings),
         "group_id": settings.projector_group,
@@ -67,7 +68,7 @@ def consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
         "auto_offset_reset": "earliest",
         "fetch_max_wait_ms": 10,
         "max_poll_interval_ms": settings.projector_rebalance_timeout_ms,
-        "session_timeout_ms": 10000,
+        "session_timeout_ms": 6000,
         "heartbeat_interval_ms": 1000,
         "max_poll_records": 500,
     }
