@@ -27,7 +27,11 @@ def ensure_topics(settings: Settings) -> None:
         existing = set(admin.list_topics())
         wanted = [settings.topic_customer, settings.topic_service]
         new = [
-            NewTopic(name, num_partitions=settings.kafka_partitions, replication_factor=1)
+            NewTopic(
+                name,
+                num_partitions=settings.kafka_partitions,
+                replication_factor=settings.kafka_replication_factor,
+            )
             for name in wanted
             if name not in existing
         ]

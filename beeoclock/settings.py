@@ -39,6 +39,9 @@ class Settings(BaseSettings):
         "beeoclock.", description="Prefix of the Kafka topics (`<prefix>customer`, ...)."
     )
     kafka_partitions: int = Field(6, ge=1, le=1024, description="Partitions per topic created.")
+    kafka_replication_factor: int = Field(
+        1, ge=1, le=16, description="Replicas per topic created (3 on a production cluster)."
+    )
     projector_group: str = Field("beeoclock-projector", description="Kafka consumer group.")
     projector_rebalance_timeout_ms: int = Field(
         5000,
