@@ -1,0 +1,77 @@
+"""Every error leaves in the contract's one shape, mapped in one place."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from beeoclock import errors
+from beeoclock.auth import Forbidden, Unauthenticated
+from beeoclock.consistency import NotCaughtUp
+from beeoclock.deps import RequestIdMiddleware
+from commands.errors import Conflict, FieldError, InvalidCommand, NotFound, RuleViolation
+
+
+def app_raising(exc: Exception) -> TestClient:
+    app = FastAPI()
+    errors.install(app)
+    app.add_middleware(RequestIdMiddleware)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise exc
+
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "error"),
+    [
+        (
+            InvalidCommand("bad", [FieldError("email", "is not valid", "value: 'x'")]),
+            400,
+            "Bad Request",
+        ),
+        (Unauthenticated("no token"), 401, "Unauthorized"),
+        (Forbidden("not yours"), 403, "Forbidden"),
+        (NotFound("customer x not found"), 404, "Not Found"),
+        (Conflict("taken"), 409, "Conflict"),
+        (RuleViolation("no"), 422, "Unprocessable Entity"),
+        (NotCaughtUp(), 503, "Service Unavailable"),
+        (RuntimeError("a bug"), 500, "Internal Server Error"),
+    ],
+)
+def test_each_error_maps_to_its_status_in_one_shape(
+    exc: Exception, status: int, error: str
+) -> None:
+    response = app_raising(exc).get("/boom")
+    assert response.status_code == status
+    body = response.json()
+    assert body["statusCode"] == status
+    assert body["error"] == error
+    assert isinstance(body["message"], str)
+    assert response.headers["x-request-id"]
+    if status == 400:
+        assert body["errors"] == [
+            {"error": "email", "message": "is not valid", "detail": "value: 'x'"}
+        ]
+    if status == 401:
+        assert response.headers["www-authenticate"] == "Bearer"
+    if status == 503:
+        assert response.headers["retry-after"] == "1"
+
+
+def test_an_unexpected_error_reveals_nothing_of_itself() -> None:
+    response = app_raising(RuntimeError("secret detail")).get("/boom")
+    assert response.json() == {
+        "statusCode": 500,
+        "error": "Internal Server Error",
+        "message": "internal error",
+    }
+
+
+def test_unknown_routes_and_methods_are_in_the_same_shape() -> None:
+    client = app_raising(RuntimeError())
+    assert client.get("/nowhere").json()["statusCode"] == 404
+    assert client.post("/boom").json()["statusCode"] == 405
