@@ -126,6 +126,19 @@ class Stack:
 
 
 @contextlib.contextmanager
+def isolated(
+    servers: dict[str, str], kafka_address: str | None = None, **extra: Any
+) -> Iterator[Settings]:
+    """Settings of a system of its own: a fresh database (dropped afterwards), fresh topics
+    and a fresh consumer group."""
+    database = create_database(servers["postgres"])
+    try:
+        yield settings_for(database, kafka_address or servers["kafka"], servers["redis"], **extra)
+    finally:
+        drop_database(servers["postgres"], database)
+
+
+@contextlib.contextmanager
 def running(settings: Settings, *names: str) -> Iterator[Stack]:
     stack = Stack(settings)
     try:

@@ -8,15 +8,7 @@ import pytest
 import redis
 
 from beeoclock.embedded import free_port, spawn_redis
-from tests.support import (
-    create_database,
-    drop_database,
-    eventually,
-    new_tenant,
-    running,
-    settings_for,
-    wait_until_projecting,
-)
+from tests.support import eventually, isolated, new_tenant, running, wait_until_projecting
 
 pytestmark = pytest.mark.slow
 
@@ -27,10 +19,9 @@ def test_reads_and_writes_survive_a_redis_crash_and_caching_resumes(
     redis_port = free_port()
     server = spawn_redis(redis_port)
     url = f"redis://127.0.0.1:{redis_port}/0"
-    db = create_database(servers["postgres"])
     try:
-        settings = settings_for(db, servers["kafka"], url)
         with (
+            isolated({**servers, "redis": url}) as settings,
             running(settings, "api", "relay", "projector") as stack,
             httpx.Client(base_url=stack.base_url, timeout=15) as client,
         ):
@@ -65,4 +56,3 @@ def test_reads_and_writes_survive_a_redis_crash_and_caching_resumes(
     finally:
         server.kill()
         server.wait()
-        drop_database(servers["postgres"], db)

@@ -8,14 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.support import (
-    create_database,
-    drop_database,
-    eventually,
-    new_tenant,
-    running,
-    settings_for,
-)
+from tests.support import eventually, isolated, new_tenant, running
 
 pytestmark = pytest.mark.slow
 
@@ -23,38 +16,32 @@ pytestmark = pytest.mark.slow
 def test_a_read_behind_the_last_write_is_503_until_the_projector_catches_up(
     servers: dict[str, str],
 ) -> None:
-    db = create_database(servers["postgres"])
-    try:
-        settings = settings_for(db, servers["kafka"], servers["redis"], consistency_timeout_ms=500)
-        with (
-            running(settings, "api", "relay") as stack,
-            httpx.Client(base_url=stack.base_url, timeout=15) as client,
-        ):
-            tenant = new_tenant(client, settings)
-            customer_id = tenant.post("/api/v1/customer", json={"firstName": "A"}).json()["_id"]
+    with (
+        isolated(servers, consistency_timeout_ms=500) as settings,
+        running(settings, "api", "relay") as stack,
+        httpx.Client(base_url=stack.base_url, timeout=15) as client,
+    ):
+        tenant = new_tenant(client, settings)
+        customer_id = tenant.post("/api/v1/customer", json={"firstName": "A"}).json()["_id"]
 
-            started = time.monotonic()
-            behind = tenant.get(f"/api/v1/customer/{customer_id}")
-            assert time.monotonic() - started >= 0.5
-            assert behind.status_code == 503
-            assert behind.headers["Retry-After"] == "1"
-            assert behind.json()["statusCode"] == 503
-            assert tenant.get("/api/v1/customer/paged").status_code == 503
+        started = time.monotonic()
+        behind = tenant.get(f"/api/v1/customer/{customer_id}")
+        assert time.monotonic() - started >= 0.5
+        assert behind.status_code == 503
+        assert behind.headers["Retry-After"] == "1"
+        assert behind.json()["statusCode"] == 503
+        assert tenant.get("/api/v1/customer/paged").status_code == 503
 
-            eventual = {"X-Consistency": "eventual"}
-            assert (
-                tenant.get(f"/api/v1/customer/{customer_id}", headers=eventual).status_code == 404
-            )
-            assert tenant.get("/api/v1/customer/paged", headers=eventual).json()["totalSize"] == 0
-            other = new_tenant(client, settings)
-            assert other.get("/api/v1/customer/paged").json() == {"items": [], "totalSize": 0}
+        eventual = {"X-Consistency": "eventual"}
+        assert tenant.get(f"/api/v1/customer/{customer_id}", headers=eventual).status_code == 404
+        assert tenant.get("/api/v1/customer/paged", headers=eventual).json()["totalSize"] == 0
+        other = new_tenant(client, settings)
+        assert other.get("/api/v1/customer/paged").json() == {"items": [], "totalSize": 0}
 
-            stack.start("projector")
-            eventually(
-                lambda: tenant.get(f"/api/v1/customer/{customer_id}").status_code == 200,
-                timeout_s=60,
-                interval_s=0.2,
-            )
-            assert tenant.get("/api/v1/customer/paged").json()["totalSize"] == 1
-    finally:
-        drop_database(servers["postgres"], db)
+        stack.start("projector")
+        eventually(
+            lambda: tenant.get(f"/api/v1/customer/{customer_id}").status_code == 200,
+            timeout_s=60,
+            interval_s=0.2,
+        )
+        assert tenant.get("/api/v1/customer/paged").json()["totalSize"] == 1
