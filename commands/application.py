@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from eventsourcing.application import Application
 from eventsourcing.domain import BaseAggregate
 
@@ -15,9 +13,6 @@ class PanelApplication(Application[str]):
     """
 
     name = "Panel"
-
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        super().__init__(env)
 
     def commit(self, *aggregates: BaseAggregate[str]) -> int | None:
         """Save the aggregates' new events in one transaction; returns the position of the last
