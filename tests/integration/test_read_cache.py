@@ -1,0 +1,59 @@
+"""The read cache against real Redis: a cached answer is used only if it was computed at or
+after the position the read must reflect, and a generation bump retires it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+
+import redis
+import redis.asyncio as aredis
+
+from projections.cache import ReadCache, generation_key, invalidate
+from read_api.deps import ReadGate, read_through
+
+
+def test_a_cached_answer_older_than_the_required_position_is_recomputed(
+    servers: dict[str, str],
+) -> None:
+    tenant = uuid.uuid4().hex
+    gen_key = generation_key(tenant, "customer", "c1")
+    value_key = f"{tenant}:customer:c1"
+    computed: list[bytes] = []
+
+    async def scenario() -> list[bytes]:
+        client = aredis.Redis.from_url(servers["redis"])
+        cache = ReadCache(client)
+
+        def answer(body: bytes) -> Callable[[], Awaitable[bytes]]:
+            async def compute() -> bytes:
+                computed.append(body)
+                return body
+
+            return compute
+
+        try:
+            got = [
+                # computed at applied position 5 and stored with that label
+                await read_through(cache, ReadGate(5, 5), gen_key, value_key, 60, answer(b"v5")),
+                # a read that must reflect position 5 may use it
+                await read_through(cache, ReadGate(5, 9), gen_key, value_key, 60, answer(b"x")),
+                # one that must reflect position 6 may not
+                await read_through(cache, ReadGate(6, 6), gen_key, value_key, 60, answer(b"v6")),
+                # an eventual read takes what is there
+                await read_through(cache, ReadGate(None, 0), gen_key, value_key, 60, answer(b"y")),
+            ]
+            # the projector retires every answer of the entity by bumping its generation
+            invalidate(redis.Redis.from_url(servers["redis"]), [gen_key], ttl_s=120)
+            got.append(
+                await read_through(cache, ReadGate(None, 0), gen_key, value_key, 60, answer(b"z"))
+            )
+            return got
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == [b"v5", b"v5", b"v6", b"v6", b"z"]
+    assert computed == [b"v5", b"v6", b"z"]
+    ttl = redis.Redis.from_url(servers["redis"]).ttl(gen_key)
+    assert 0 < ttl <= 120, "a generation key expires once it outlives its values"
