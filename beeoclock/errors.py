@@ -24,7 +24,9 @@ from commands.errors import (
     FieldError,
     InvalidCommand,
     NotFound,
+    PayloadTooLarge,
     RuleViolation,
+    UnsupportedMedia,
 )
 from projections.paging import BadCursor
 
@@ -37,6 +39,8 @@ _STATUS: dict[type[Exception], int] = {
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
+    PayloadTooLarge: 413,
+    UnsupportedMedia: 415,
     RuleViolation: 422,
     NotCaughtUp: 503,
     # A store that is briefly unreachable: the client may retry; nothing was half-done.

@@ -35,3 +35,11 @@ class InvalidCommand(DomainError):
 
 class RuleViolation(DomainError):
     """A valid request that a business rule refuses (422)."""
+
+
+class PayloadTooLarge(DomainError):
+    """A body or an upload over its size or pixel limit (413)."""
+
+
+class UnsupportedMedia(DomainError):
+    """An upload that is not a real image of an accepted format (415)."""
