@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from eventsourcing.application import Application
 from eventsourcing.domain import BaseAggregate
+from eventsourcing.postgres import PostgresApplicationRecorder
 
 
 class PanelApplication(Application[str]):
@@ -22,3 +25,18 @@ class PanelApplication(Application[str]):
         if not recordings:
             return None
         return max(r.notification.id for r in recordings)
+
+    @cached_property
+    def uniqueness_key(self) -> bytes:
+        """The HMAC key of uniqueness record ids (see commands/uniqueness.py)."""
+        recorder = self.recorder
+        if not isinstance(recorder, PostgresApplicationRecorder):
+            msg = "uniqueness records need the PostgreSQL event store"
+            raise TypeError(msg)
+        with recorder.datastore.transaction(commit=False) as cur:
+            cur.execute("SELECT key FROM panel_keys WHERE name = 'uniqueness'")
+            row = cur.fetchone()
+        if row is None:
+            msg = "the uniqueness key is missing: run `beeoclock migrate`"
+            raise RuntimeError(msg)
+        return bytes(row["key"])

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from eventsourcing.domain import BaseAggregate
 
+from commands.contact import email_key
 from commands.context import Meta
 from commands.errors import Conflict
 from events.base import PanelEvent, stream_id
@@ -21,6 +22,7 @@ from events.customer import (
 from events.timefmt import iso_ms
 
 KIND = "customer"
+NOUN = "customer"
 
 
 @dataclass(frozen=True)
@@ -113,3 +115,11 @@ class Customer(BaseAggregate[str]):
         if expected is not None and expected != self.version:
             msg = f"customer is at version {self.version}, not {expected}"
             raise Conflict(msg)
+
+
+def unique_values(state: CustomerState | None) -> dict[str, str | None]:
+    """The values no two customers of a tenant may share; a deleted customer holds none."""
+    if state is None or state.state == "deleted":
+        return {"email": None, "phone": None}
+    email, phone = state.personal.get("email"), state.personal.get("phone")
+    return {"email": email_key(email) if email else None, "phone": phone or None}

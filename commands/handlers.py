@@ -1,4 +1,9 @@
-"""One handler per command: load, decide, save, return."""
+"""One handler per command: load, decide, save, return.
+
+Every save carries the entity's events and its uniqueness records (commands/uniqueness.py)
+in one transaction. A save that loses a race (another request took the same version of the
+entity or of a uniqueness record) is decided again on the newer state, so the loser ends in
+a clear 409 rather than a duplicate."""
 
 from __future__ import annotations
 
@@ -8,13 +13,23 @@ from dataclasses import dataclass
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from commands import uniqueness
 from commands.application import PanelApplication
-from commands.customer import KIND, Customer, DeleteCustomer, RegisterCustomer, UpdateCustomer
+from commands.context import Meta
+from commands.customer import (
+    KIND,
+    NOUN,
+    Customer,
+    DeleteCustomer,
+    RegisterCustomer,
+    UpdateCustomer,
+    unique_values,
+)
 from commands.errors import Conflict, NotFound
 from events.base import stream_id
 from events.customer import CustomerState
 
-_RETRIES = 5
+_RETRIES = 8
 
 
 @dataclass(frozen=True)
@@ -24,63 +39,65 @@ class CustomerOutcome:
 
 
 def register_customer(app: PanelApplication, cmd: RegisterCustomer) -> CustomerOutcome:
-    customer = Customer.register(cmd)
-    try:
-        position = app.commit(customer)
-    except IntegrityError:
-        # The id is taken, unless by this very request: a retry after a lost commit
-        # acknowledgement (the store retries inserts), or the client repeating its request.
-        existing = load_customer(app, cmd.meta.tenant_id, cmd.customer_id)
-        first = next(iter(app.events.get(existing.id, lte=1)), None)
-        if getattr(first, "request_id", None) != cmd.meta.request_id:
-            msg = f"a customer with _id {cmd.customer_id} already exists"
-            raise Conflict(msg) from None
-        return CustomerOutcome(existing.state, None)
-    return CustomerOutcome(customer.state, position)
+    for _ in range(_RETRIES):
+        customer = Customer.register(cmd)
+        records = uniqueness.changes(
+            app, cmd.meta, cmd.customer_id, {}, unique_values(customer.state), NOUN
+        )
+        try:
+            position = app.commit(customer, *records)
+        except IntegrityError:
+            existing = _find_customer(app, cmd.meta.tenant_id, cmd.customer_id)
+            if existing is None:
+                continue  # a uniqueness record moved under us: decide again
+            # The id is taken, unless by this very request: a retry after a lost commit
+            # acknowledgement (the store retries inserts), or the client repeating itself.
+            first = next(iter(app.events.get(existing.id, lte=1)), None)
+            if getattr(first, "request_id", None) != cmd.meta.request_id:
+                msg = f"a customer with _id {cmd.customer_id} already exists"
+                raise Conflict(msg) from None
+            return CustomerOutcome(existing.state, None)
+        return CustomerOutcome(customer.state, position)
+    raise _busy()
 
 
 def update_customer(app: PanelApplication, cmd: UpdateCustomer) -> CustomerOutcome:
-    return _change(
-        app,
-        cmd.meta.tenant_id,
-        cmd.customer_id,
-        cmd.expected_version,
-        lambda customer: customer.update(cmd),
-    )
+    return _change(app, cmd.meta, cmd.customer_id, lambda customer: customer.update(cmd))
 
 
 def delete_customer(app: PanelApplication, cmd: DeleteCustomer) -> CustomerOutcome:
-    return _change(
-        app,
-        cmd.meta.tenant_id,
-        cmd.customer_id,
-        cmd.expected_version,
-        lambda customer: customer.delete(cmd),
-    )
+    return _change(app, cmd.meta, cmd.customer_id, lambda customer: customer.delete(cmd))
 
 
 def _change(
-    app: PanelApplication,
-    tenant_id: str,
-    customer_id: str,
-    expected_version: int | None,
-    decide: Callable[[Customer], None],
+    app: PanelApplication, meta: Meta, customer_id: str, decide: Callable[[Customer], None]
 ) -> CustomerOutcome:
-    """Load, decide, save; a concurrent writer makes us decide again on the newer state,
-    unless the caller pinned a version (If-Match), which then is stale."""
+    """Load, decide, save. After a lost race the decision is made again on the newer state;
+    a command pinned to a version (If-Match) then fails its version check (409)."""
     for _ in range(_RETRIES):
-        customer = load_customer(app, tenant_id, customer_id)
+        customer = load_customer(app, meta.tenant_id, customer_id)
+        before = unique_values(customer.state)
         decide(customer)
+        records = uniqueness.changes(
+            app, meta, customer_id, before, unique_values(customer.state), NOUN
+        )
         try:
-            position = app.commit(customer)
+            position = app.commit(customer, *records)
         except IntegrityError:
-            if expected_version is not None:
-                msg = "the customer was changed by another request"
-                raise Conflict(msg) from None
             continue
         return CustomerOutcome(customer.state, position)
-    msg = "the customer is being changed by other requests; try again"
-    raise Conflict(msg)
+    raise _busy()
+
+
+def _busy() -> Conflict:
+    return Conflict("the customer is being changed by other requests; try again")
+
+
+def _find_customer(app: PanelApplication, tenant_id: str, customer_id: str) -> Customer | None:
+    try:
+        return load_customer(app, tenant_id, customer_id)
+    except NotFound:
+        return None
 
 
 def load_customer(app: PanelApplication, tenant_id: str, customer_id: str) -> Customer:
