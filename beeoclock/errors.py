@@ -80,7 +80,8 @@ def _field_errors(exc: RequestValidationError) -> list[FieldError]:
         detail = None
         if "input" in err and err.get("type") != "missing":
             detail = f"value: {str(err['input'])[:80]!r}"
-        found.append(FieldError(".".join(loc) or "body", str(err.get("msg", "invalid")), detail))
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        found.append(FieldError(".".join(loc) or "body", message, detail))
     return found
 
 
@@ -102,7 +103,9 @@ def install(app: FastAPI) -> None:
     async def invalid(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         errors = _field_errors(exc)
-        message = "; ".join(f"{e.field} {e.message}" for e in errors[:5])
+        message = "; ".join(
+            e.message if e.field == "body" else f"{e.field} {e.message}" for e in errors[:5]
+        )
         return error_response(400, message or "invalid request", errors)
 
     async def http(_: Request, exc: Exception) -> Response:

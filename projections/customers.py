@@ -6,7 +6,9 @@ skipped; an event that skips versions first folds the missing ones, read from th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import orjson
@@ -99,5 +101,18 @@ async def find_customer(conn: AsyncConnection[Any], tenant_id: str, entity_id: s
     return str(row[0]) if row else None
 
 
+_PHONE_LIKE = re.compile(r"^\+?[0-9][0-9 ().-]*[0-9]$")
+
+
+def search_phrase(phrase: str) -> str:
+    """Phones are kept as digits only, so `+48 512-345` searches for `48512345`."""
+    if not _PHONE_LIKE.match(phrase):
+        return phrase
+    digits = re.sub(r"\D", "", phrase)
+    return digits if phrase.startswith("+") or len(digits) >= 7 else phrase
+
+
 async def page_customers(conn: AsyncConnection[Any], tenant_id: str, query: PageQuery) -> Page:
+    if query.phrase:
+        query = replace(query, phrase=search_phrase(query.phrase))
     return await fetch_page(conn, "customers", tenant_id, query, SORT_COLUMNS)

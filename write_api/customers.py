@@ -5,13 +5,22 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from starlette.responses import Response
 
 from beeoclock.deps import ExpectedVersionDep, MetaDep
 from beeoclock.ids import ENTITY_ID, RESERVED_IDS, entity_id, new_object_id
 from beeoclock.text import printable
 from commands import handlers
+from commands.contact import normalize_email, normalize_phone
 from commands.customer import DeleteCustomer, RegisterCustomer, UpdateCustomer
 from events.customer import PERSONAL_FIELDS, Personal, StateEntry
 from events.timefmt import iso_ms, parse_iso
@@ -24,8 +33,18 @@ CustomerType = Literal["regular", "unregistered", "new", "anonymous"]
 State = Literal["active", "inactive", "archived", "deleted"]
 
 
-Line = Annotated[str, AfterValidator(printable)]
-Text = Annotated[str, AfterValidator(lambda v: printable(v, multiline=True))]
+def _blank_is_absent(value: object) -> object:
+    """`""` (or only spaces) counts as absent, as in the panel's forms."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+Absent = BeforeValidator(_blank_is_absent)
+Name = Annotated[str, Field(max_length=50), AfterValidator(printable), AfterValidator(str.strip)]
+Note = Annotated[
+    str, Field(max_length=1000), AfterValidator(lambda v: printable(v, multiline=True))
+]
+Email = Annotated[str, Field(max_length=254), AfterValidator(normalize_email)]
+Phone = Annotated[str, Field(max_length=32), AfterValidator(normalize_phone)]
 
 
 def _instant(value: str) -> str:
@@ -54,11 +73,11 @@ class CustomerBody(BaseModel):
 
     id: str | None = Field(None, alias="_id", pattern=ENTITY_ID.pattern)
     customerType: CustomerType | None = "regular"  # noqa: N815
-    firstName: Line | None = Field(None, max_length=50)  # noqa: N815
-    lastName: Line | None = Field(None, max_length=50)  # noqa: N815
-    email: Line | None = Field(None, max_length=254)
-    phone: Line | None = Field(None, max_length=32)
-    note: Text | None = Field(None, max_length=1000)
+    firstName: Annotated[Name | None, Absent] = None  # noqa: N815
+    lastName: Annotated[Name | None, Absent] = None  # noqa: N815
+    email: Annotated[Email | None, Absent] = None
+    phone: Annotated[Phone | None, Absent] = None
+    note: Annotated[Note | None, Absent] = None
     state: State | None = "active"
     stateHistory: list[StateEntryBody] | None = Field(None, max_length=1000)  # noqa: N815
     createdAt: Instant | None = None  # noqa: N815

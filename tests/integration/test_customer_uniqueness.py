@@ -1,0 +1,148 @@
+"""Email and phone uniqueness through the handlers and the real event store: race-free (the
+store's own constraint decides), released on change and on deletion, tenant-scoped, and with
+no email or phone in clear in the uniqueness records."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from beeoclock.settings import Settings
+from commands import handlers
+from commands.application import PanelApplication
+from commands.context import Meta
+from commands.customer import RegisterCustomer, UpdateCustomer
+from commands.errors import Conflict
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[PanelApplication]:
+    application = PanelApplication(env=settings.eventsourcing_env() | {"POSTGRES_POOL_SIZE": "20"})
+    yield application
+    application.close()
+
+
+def meta(tenant: str) -> Meta:
+    return Meta(tenant, "u1", uuid.uuid4().hex, datetime.now(UTC))
+
+
+def register(
+    app: PanelApplication, tenant: str, cid: str, email: str | None, phone: str | None = None
+) -> None:
+    handlers.register_customer(
+        app,
+        RegisterCustomer(
+            meta(tenant), cid, {"email": email, "phone": phone}, "regular", "active", [], None
+        ),
+    )
+
+
+def update(
+    app: PanelApplication,
+    tenant: str,
+    cid: str,
+    email: str | None,
+    phone: str | None = None,
+    state: str = "active",
+) -> None:
+    handlers.update_customer(
+        app,
+        UpdateCustomer(
+            meta(tenant), cid, {"email": email, "phone": phone}, "regular", state, [], None
+        ),
+    )
+
+
+def test_of_many_concurrent_registrations_with_one_email_exactly_one_wins(
+    app: PanelApplication,
+) -> None:
+    tenant = uuid.uuid4().hex
+
+    def attempt(i: int) -> str:
+        email = "Same@Example.com" if i % 2 else "same@example.com"
+        try:
+            register(app, tenant, f"c{i}", email)
+        except Conflict as exc:
+            assert exc.errors[0].field == "email"
+            return "conflict"
+        return "created"
+
+    with ThreadPoolExecutor(20) as pool:
+        outcomes = list(pool.map(attempt, range(20)))
+    assert sorted(outcomes).count("created") == 1
+    assert outcomes.count("conflict") == 19
+
+
+def test_a_changed_email_is_released_for_another_customer(app: PanelApplication) -> None:
+    tenant = uuid.uuid4().hex
+    register(app, tenant, "a", "old@example.com", "48512345678")
+    with pytest.raises(Conflict):
+        register(app, tenant, "b", "OLD@example.com")
+    update(app, tenant, "a", "new@example.com", "48512345678")
+    register(app, tenant, "b", "old@example.com")
+    with pytest.raises(Conflict, match="phone"):
+        register(app, tenant, "c", None, "48512345678")
+
+
+def test_a_deleted_customer_releases_its_values_and_cannot_take_them_back_once_reused(
+    app: PanelApplication,
+) -> None:
+    tenant = uuid.uuid4().hex
+    register(app, tenant, "a", "ann@example.com", "48512345678")
+    update(app, tenant, "a", "ann@example.com", "48512345678", state="deleted")
+    register(app, tenant, "b", "ann@example.com", "48512345678")
+    with pytest.raises(Conflict, match="email and phone"):
+        update(app, tenant, "a", "ann@example.com", "48512345678", state="active")
+
+
+def test_an_inactive_customer_keeps_its_values(app: PanelApplication) -> None:
+    tenant = uuid.uuid4().hex
+    register(app, tenant, "a", "ann@example.com")
+    handlers.delete_customer(app, handlers.DeleteCustomer(meta(tenant), "a", None))
+    with pytest.raises(Conflict):
+        register(app, tenant, "b", "ann@example.com")
+
+
+def test_the_same_values_are_free_in_another_tenant(app: PanelApplication) -> None:
+    register(app, uuid.uuid4().hex, "a", "ann@example.com", "48512345678")
+    register(app, uuid.uuid4().hex, "a", "ann@example.com", "48512345678")
+
+
+def test_a_failed_registration_stores_nothing(app: PanelApplication, settings: Settings) -> None:
+    tenant = uuid.uuid4().hex
+    register(app, tenant, "a", "ann@example.com")
+    register(app, tenant, "b", "bob@example.com")
+    with pytest.raises(Conflict):
+        register(app, tenant, "c", "ann@example.com", "48600000000")
+    with psycopg.connect(settings.database_url) as conn:
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT originator_id FROM panel_events WHERE originator_id LIKE %s",
+                (f"%:{tenant}:%",),
+            )
+        ]
+    assert f"customer:{tenant}:c" not in ids
+    assert len([i for i in ids if i.startswith("unique:")]) == 2  # ann's and bob's emails
+
+
+def test_uniqueness_records_hold_no_email_or_phone_in_clear(
+    app: PanelApplication, settings: Settings
+) -> None:
+    tenant = uuid.uuid4().hex
+    register(app, tenant, "a", "secret.person@example.com", "48512345678")
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute(
+            "SELECT originator_id, convert_from(state, 'UTF8') FROM panel_events "
+            "WHERE originator_id LIKE %s",
+            (f"unique:{tenant}:%",),
+        ).fetchall()
+    assert len(rows) == 2
+    for originator_id, state in rows:
+        assert "secret" not in originator_id + state
+        assert "512345678" not in originator_id + state
