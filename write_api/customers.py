@@ -22,6 +22,7 @@ from beeoclock.text import printable
 from commands import handlers
 from commands.contact import normalize_email, normalize_phone
 from commands.customer import DeleteCustomer, RegisterCustomer, UpdateCustomer
+from commands.errors import FieldError, InvalidCommand
 from events.customer import PERSONAL_FIELDS, Personal, StateEntry
 from events.timefmt import iso_ms, parse_iso
 from write_api.deps import ApplicationDep
@@ -130,11 +131,15 @@ def update_customer(
     app: ApplicationDep,
     expected_version: ExpectedVersionDep,
 ) -> Response:
+    entity_id(customer_id, "customer")
+    if body.id is not None and body.id != customer_id:
+        msg = "_id can't change"
+        raise InvalidCommand(msg, [FieldError("_id", "must equal the id in the path")])
     outcome = handlers.update_customer(
         app,
         UpdateCustomer(
             meta=meta,
-            customer_id=entity_id(customer_id, "customer"),
+            customer_id=customer_id,
             personal=body.personal(),
             customer_type=body.customerType or "regular",
             state=body.state or "active",
