@@ -1,0 +1,316 @@
+"""Uploaded images are judged by their bytes alone and stored re-encoded without metadata."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import struct
+import zlib
+from typing import Any
+
+import pytest
+from PIL import ExifTags, Image, ImageCms, ImageFile, PngImagePlugin
+
+from commands.errors import PayloadTooLarge, UnsupportedMedia
+from commands.images import MAX_UPLOAD_BYTES, inspect_image
+
+PILLOW_NAMES = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
+
+
+def picture(width: int = 64, height: int = 48, mode: str = "RGB") -> Image.Image:
+    """A deterministic picture with detail in every row, so cutting its file hits pixel data."""
+    gradient = Image.linear_gradient("L").resize((width, height))
+    radial = Image.radial_gradient("L").resize((width, height))
+    image = Image.merge("RGB", (gradient, radial, gradient.transpose(Image.Transpose.ROTATE_180)))
+    return image.convert(mode)
+
+
+def encode(image: Image.Image, fmt: str, **params: Any) -> bytes:
+    out = io.BytesIO()
+    image.save(out, PILLOW_NAMES.get(fmt, fmt), **params)
+    return out.getvalue()
+
+
+def reopen(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def blank_bilevel_png(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of any size, built row by row so the test never holds its pixels."""
+    row = bytes(1 + (width + 7) // 8)  # filter byte + packed bits
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", idat)
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def exif_with_gps() -> Image.Exif:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "PhoneMaker"
+    exif[ExifTags.Base.Artist] = "Anna Nowak"
+    gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+    gps[ExifTags.GPS.GPSLatitudeRef] = "N"
+    gps[ExifTags.GPS.GPSLatitude] = (52.0, 13.0, 30.0)
+    gps[ExifTags.GPS.GPSLongitudeRef] = "E"
+    gps[ExifTags.GPS.GPSLongitude] = (21.0, 0.0, 42.0)
+    return exif
+
+
+SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:creator>Anna Nowak</dc:creator></x:xmpmeta>'
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type"),
+    [("jpeg", "image/jpeg"), ("png", "image/png"), ("webp", "image/webp")],
+)
+def test_a_real_jpeg_png_or_webp_is_accepted_with_its_format_and_dimensions(
+    fmt: str, content_type: str
+) -> None:
+    clean = inspect_image(encode(picture(64, 48), fmt))
+
+    assert (clean.format, clean.content_type) == (fmt, content_type)
+    assert (clean.width, clean.height) == (64, 48)
+    assert clean.size == len(clean.data)
+    assert clean.sha256 == hashlib.sha256(clean.data).hexdigest()
+    stored = reopen(clean.data)
+    assert (stored.format, stored.size) == (PILLOW_NAMES[fmt], (64, 48))
+
+
+def test_the_same_upload_always_gets_the_same_content_address() -> None:
+    upload = encode(picture(), "jpeg", quality=75)
+
+    assert inspect_image(upload).sha256 == inspect_image(upload).sha256
+    assert inspect_image(upload).data == inspect_image(upload).data
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp"])
+def test_exif_with_gps_xmp_and_icc_profiles_are_gone_from_the_stored_image(fmt: str) -> None:
+    upload = encode(picture(), fmt, exif=exif_with_gps(), xmp=XMP, icc_profile=SRGB_ICC)
+    sent = reopen(upload)
+    assert sent.getexif().get_ifd(ExifTags.IFD.GPSInfo), "the upload carries a location"
+    assert "icc_profile" in sent.info
+
+    stored = reopen(inspect_image(upload).data)
+
+    assert not stored.getexif()
+    assert not stored.getexif().get_ifd(ExifTags.IFD.GPSInfo)
+    assert not {"exif", "xmp", "icc_profile", "XML:com.adobe.xmp"} & set(stored.info)
+    assert b"Anna Nowak" not in inspect_image(upload).data
+
+
+def test_an_unusable_icc_profile_is_ignored_not_refused() -> None:
+    upload = encode(picture(), "jpeg", icc_profile=b"not a colour profile" * 8)
+
+    stored = reopen(inspect_image(upload).data)
+
+    assert "icc_profile" not in stored.info
+
+
+def test_a_jpeg_comment_is_gone_from_the_stored_image() -> None:
+    upload = encode(picture(), "jpeg", comment=b"taken at Anna's home")
+    assert reopen(upload).info["comment"] == b"taken at Anna's home"
+
+    stored = inspect_image(upload).data
+
+    assert "comment" not in reopen(stored).info
+    assert b"Anna" not in stored
+
+
+def test_png_text_chunks_are_gone_from_the_stored_image() -> None:
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Author", "Anna Nowak")
+    text.add_text("Comment", "Anna Nowak " * 50, zip=True)
+    text.add_itxt("Description", "Anna Nowak's living room", lang="en")
+    upload = encode(picture(), "png", pnginfo=text, exif=exif_with_gps())
+    assert {"Author", "Comment", "Description"} <= set(reopen(upload).info)
+
+    stored = inspect_image(upload).data
+
+    assert not {"Author", "Comment", "Description", "exif"} & set(reopen(stored).info)
+    for chunk in (b"tEXt", b"zTXt", b"iTXt", b"eXIf", b"iCCP"):
+        assert chunk not in stored
+
+
+def test_exif_orientation_is_applied_to_the_pixels_before_it_is_stripped() -> None:
+    # left half red, right half blue; orientation 6 means "rotate 90 degrees clockwise to show"
+    image = Image.new("RGB", (40, 20), "red")
+    image.paste("blue", (20, 0, 40, 20))
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    upload = encode(image, "jpeg", exif=exif, quality=95)
+
+    clean = inspect_image(upload)
+
+    assert (clean.width, clean.height) == (20, 40)
+    stored = reopen(clean.data)
+    assert ExifTags.Base.Orientation not in stored.getexif()
+    top = stored.convert("RGB").getpixel((10, 5))
+    assert isinstance(top, tuple)
+    red, _, blue = top
+    assert red > 200 > blue, "the left of the photo is now its top"
+
+
+def test_a_palette_png_keeps_its_transparency() -> None:
+    image = Image.new("P", (8, 8), 0)
+    image.putpalette([255, 0, 0, 0, 0, 255])
+    image.paste(1, (4, 0, 8, 8))
+    upload = encode(image, "png", transparency=0)
+
+    stored = reopen(inspect_image(upload).data).convert("RGBA")
+
+    assert stored.getpixel((0, 0)) == (255, 0, 0, 0)
+    assert stored.getpixel((7, 0)) == (0, 0, 255, 255)
+
+
+@pytest.mark.parametrize(("mode", "key"), [("L", 7), ("I;16", 300), ("RGB", (1, 2, 3))])
+def test_a_png_transparent_colour_stays_transparent(mode: str, key: int | tuple[int, ...]) -> None:
+    image = Image.new(mode, (8, 8), key)
+    image.paste(0, (4, 0, 8, 8))
+    upload = encode(image, "png", transparency=key)
+
+    stored = reopen(inspect_image(upload).data)
+
+    if stored.mode == "RGBA":
+        assert stored.getchannel("A").getextrema() == (0, 255)
+    else:
+        assert (stored.mode, stored.info["transparency"]) == (mode, key)
+
+
+@pytest.mark.parametrize("fmt", ["png", "webp"])
+def test_an_alpha_channel_is_kept(fmt: str) -> None:
+    image = picture(mode="RGBA")
+    alpha = Image.new("L", image.size, 255)
+    alpha.paste(0, (0, 0, 32, 48))
+    image.putalpha(alpha)
+
+    stored = reopen(inspect_image(encode(image, fmt, lossless=True)).data)
+
+    assert stored.mode == "RGBA"
+    transparent, opaque = stored.getchannel("A").getextrema()
+    assert transparent == 0
+    assert opaque == 255
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_a_greyscale_or_cmyk_jpeg_is_stored_as_a_jpeg_browsers_show(mode: str) -> None:
+    clean = inspect_image(encode(picture(mode=mode), "jpeg"))
+
+    assert clean.format == "jpeg"
+    assert reopen(clean.data).mode == ("L" if mode == "L" else "RGB")
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "I;16", "RGB"])
+def test_pngs_of_every_common_mode_are_accepted(mode: str) -> None:
+    clean = inspect_image(encode(picture(mode=mode), "png"))
+
+    assert (clean.format, clean.width, clean.height) == ("png", 64, 48)
+
+
+def test_a_multi_picture_jpeg_from_a_phone_keeps_its_primary_picture() -> None:
+    primary, depth_map = picture(), picture().convert("L").convert("RGB")
+    upload = encode(primary, "MPO", save_all=True, append_images=[depth_map])
+    assert reopen(upload).format == "MPO"
+
+    clean = inspect_image(upload)
+
+    stored = reopen(clean.data)
+    assert (clean.format, stored.format, stored.size) == ("jpeg", "JPEG", (64, 48))
+    assert getattr(stored, "n_frames", 1) == 1
+
+
+def test_bytes_appended_to_an_image_are_not_stored() -> None:
+    upload = encode(picture(), "png") + b"<script>alert(document.cookie)</script>"
+
+    assert b"<script>" not in inspect_image(upload).data
+
+
+@pytest.mark.parametrize("fmt", ["png", "webp"])
+def test_an_animated_image_is_refused(fmt: str) -> None:
+    frames = [picture(), picture().transpose(Image.Transpose.ROTATE_180)]
+    upload = encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100)
+
+    with pytest.raises(UnsupportedMedia, match="animated"):
+        inspect_image(upload)
+
+
+def gif() -> bytes:
+    return encode(picture().convert("P"), "GIF")
+
+
+def cut_in_half(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+NOT_IMAGES: dict[str, bytes] = {
+    "html (whatever it is named)": b"<!DOCTYPE html><html><body><script>x()</script></body></html>",
+    "svg": b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+    b'<script>alert(1)</script><rect width="10" height="10"/></svg>',
+    "gif": gif(),
+    "pdf": b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n%%EOF\n",
+    "empty": b"",
+    "random bytes": random.Random(7).randbytes(4096),
+    "png signature then garbage": b"\x89PNG\r\n\x1a\n" + random.Random(8).randbytes(512),
+    "jpeg signature then html": b"\xff\xd8\xff\xe0<html><body>hi</body></html>",
+    "riff webp header then garbage": b"RIFF\x00\x01\x00\x00WEBPVP8 " + bytes(64),
+    "truncated jpeg": cut_in_half(encode(picture(256, 256), "jpeg")),
+    "truncated png": cut_in_half(encode(picture(256, 256), "png")),
+    "truncated webp": cut_in_half(encode(picture(256, 256), "webp")),
+}
+
+
+@pytest.mark.parametrize("upload", NOT_IMAGES.values(), ids=NOT_IMAGES.keys())
+def test_anything_but_a_complete_jpeg_png_or_webp_is_unsupported_media(upload: bytes) -> None:
+    with pytest.raises(UnsupportedMedia) as refused:
+        inspect_image(upload)
+
+    assert refused.value.errors[0].field == "file"
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_as_too_large() -> None:
+    bomb = blank_bilevel_png(20_000, 20_000)  # 400 million pixels
+    assert len(bomb) < 200_000, "small on disk"
+
+    with pytest.raises(PayloadTooLarge, match="pixels"):
+        inspect_image(bomb)
+
+
+def test_an_image_over_the_pixel_bound_but_under_pillows_own_guard_is_too_large() -> None:
+    with pytest.raises(PayloadTooLarge, match="pixels"):
+        inspect_image(blank_bilevel_png(8_000, 6_000))  # 48 million pixels
+
+    with pytest.raises(PayloadTooLarge, match="pixels"):
+        inspect_image(encode(picture(100, 100), "webp"), max_pixels=9_999)
+
+    assert inspect_image(encode(picture(100, 100), "webp"), max_pixels=10_000).width == 100
+
+
+def test_an_upload_over_the_byte_limit_is_too_large_before_it_is_decoded() -> None:
+    oversized = encode(picture(), "png") + bytes(MAX_UPLOAD_BYTES)
+
+    with pytest.raises(PayloadTooLarge):
+        inspect_image(oversized)
+
+    with pytest.raises(PayloadTooLarge):
+        inspect_image(encode(picture(), "png"), max_bytes=100)
+
+
+def test_cleaning_refuses_to_run_if_truncated_images_were_allowed_process_wide(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+
+    with pytest.raises(RuntimeError, match="LOAD_TRUNCATED_IMAGES"):
+        inspect_image(encode(picture(), "png"))
