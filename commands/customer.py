@@ -95,8 +95,11 @@ class Customer(BaseAggregate[str]):
         self._set_state(cmd.meta, cmd.state, cmd.state_history)
 
     def delete(self, cmd: DeleteCustomer) -> None:
+        """Soft delete makes an active or archived customer inactive; a customer already
+        `deleted` stays so (it must not take its released email and phone back)."""
         self._check_version(cmd.expected_version)
-        self._set_state(cmd.meta, "inactive", [])
+        if self.state.state != "deleted":
+            self._set_state(cmd.meta, "inactive", [])
 
     def _set_state(self, meta: Meta, state: str, sent_history: list[StateEntry]) -> None:
         """A sent history is stored verbatim; `[]` keeps the stored one, appending on change."""

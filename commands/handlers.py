@@ -84,9 +84,24 @@ def _change(
         try:
             position = app.commit(customer, *records)
         except IntegrityError:
+            done = _applied_by(app, meta.request_id, customer.id, customer.version)
+            if done is not None:
+                return CustomerOutcome(done.state, None)
             continue
         return CustomerOutcome(customer.state, position)
     raise _busy()
+
+
+def _applied_by(
+    app: PanelApplication, request_id: str, stream: str, decided_version: int
+) -> Customer | None:
+    """The customer, if this very request's events were stored after all: the store retries an
+    insert whose commit acknowledgement was lost, and the retry then collides with itself."""
+    customer: Customer = app.repository.get(stream)
+    if customer.version < decided_version:
+        return None
+    event = next(iter(app.events.get(stream, gt=decided_version - 1, lte=decided_version)), None)
+    return customer if getattr(event, "request_id", None) == request_id else None
 
 
 def _busy() -> Conflict:

@@ -85,12 +85,15 @@ async def fetch_page(
     tenant_id: str,
     query: PageQuery,
     sort_columns: dict[str, str],
+    phrase_variants: tuple[str, ...] = (),
 ) -> Page:
-    """Rows of `table` (columns tenant_id, id, state, updated_at, search, doc) for a tenant."""
+    """Rows of `table` (columns tenant_id, id, state, updated_at, search, doc) for a tenant.
+
+    `phrase_variants` are other spellings of the phrase that match too (e.g. its digits)."""
     column = sort_columns.get(query.order_by, sort_columns["updatedAt"])
     order_by = query.order_by if query.order_by in sort_columns else "updatedAt"
     descending = query.order_dir != "asc"
-    where = [sql.SQL("tenant_id = %(tenant)s")]
+    where: list[sql.Composable] = [sql.SQL("tenant_id = %(tenant)s")]
     params: dict[str, Any] = {"tenant": tenant_id}
     if query.states:
         where.append(sql.SQL("state = ANY(%(states)s)"))
@@ -99,8 +102,13 @@ async def fetch_page(
         where.append(sql.SQL("updated_at >= %(since)s"))
         params["since"] = query.updated_since
     if query.phrase:
-        where.append(sql.SQL("search LIKE %(like)s"))
-        params["like"] = like_pattern(query.phrase)
+        likes = sorted({like_pattern(p) for p in (query.phrase, *phrase_variants)})
+        where.append(
+            sql.SQL("({})").format(
+                sql.SQL(" OR ").join(sql.SQL(f"search LIKE %(like{i})s") for i in range(len(likes)))
+            )
+        )
+        params.update({f"like{i}": like for i, like in enumerate(likes)})
     filters = sql.SQL(" AND ").join(where)
     table_id = sql.Identifier(table)
     col = sql.Identifier(column)

@@ -11,6 +11,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     field_validator,
     model_validator,
 )
@@ -40,7 +41,9 @@ def _blank_is_absent(value: object) -> object:
 
 
 Absent = BeforeValidator(_blank_is_absent)
-Name = Annotated[str, Field(max_length=50), AfterValidator(printable), AfterValidator(str.strip)]
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=50), AfterValidator(printable)
+]
 Note = Annotated[
     str, Field(max_length=1000), AfterValidator(lambda v: printable(v, multiline=True))
 ]
@@ -52,7 +55,7 @@ def _instant(value: str) -> str:
     """An ISO-8601 instant, normalised to the wire format (UTC, milliseconds, Z)."""
     try:
         return iso_ms(parse_iso(value))
-    except ValueError:
+    except (ValueError, OverflowError):
         msg = "must be an ISO-8601 date-time such as 2025-02-25T09:37:56.085Z"
         raise ValueError(msg) from None
 
