@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
+from eventsourcing.persistence import IntegrityError
 
 from beeoclock.settings import Settings
 from commands import handlers
@@ -145,3 +146,27 @@ def test_uniqueness_records_hold_no_email_or_phone_in_clear(
     for originator_id, state in rows:
         assert "secret" not in originator_id + state
         assert "512345678" not in originator_id + state
+
+
+def test_a_change_whose_commit_acknowledgement_was_lost_is_the_requests_own_success(
+    app: PanelApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store retries an insert whose acknowledgement was lost; the retry collides with the
+    events it already stored. That is this request's success, not a version conflict."""
+    tenant = uuid.uuid4().hex
+    register(app, tenant, "a", "old@example.com")
+    insert = app.recorder.insert_events
+
+    def stored_then_collided(*args: object, **kwargs: object) -> object:
+        insert(*args, **kwargs)  # type: ignore[arg-type]
+        monkeypatch.setattr(app.recorder, "insert_events", insert)
+        raise IntegrityError("the retried insert collides with its own committed events")
+
+    monkeypatch.setattr(app.recorder, "insert_events", stored_then_collided)
+    outcome = handlers.update_customer(
+        app,
+        UpdateCustomer(meta(tenant), "a", {"email": "new@example.com"}, "regular", "active", [], 1),
+    )
+    assert outcome.state.personal["email"] == "new@example.com"
+    assert outcome.state.version == 2
+    register(app, tenant, "b", "old@example.com")  # released exactly once

@@ -118,3 +118,10 @@ def test_a_stale_expected_version_is_a_conflict() -> None:
     with pytest.raises(Conflict):
         customer.delete(DeleteCustomer(meta(), "c1", expected_version=7))
     assert customer.collect_events() == []
+
+
+def test_delete_leaves_a_deleted_customer_deleted() -> None:
+    customer = registered(state="deleted")
+    customer.delete(DeleteCustomer(meta(), "c1", None))
+    assert customer.state.state == "deleted"
+    assert customer.collect_events() == []
