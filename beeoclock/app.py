@@ -12,11 +12,12 @@ from typing import Any
 import orjson
 import psycopg
 import redis.asyncio as aredis
-from fastapi import FastAPI, Request
-from psycopg_pool import AsyncConnectionPool
+from fastapi import APIRouter, FastAPI, Request
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from starlette.responses import Response
 
 from beeoclock import errors, kafka, migrations
+from beeoclock.blobs import PostgresBlobReader, PostgresBlobStore
 from beeoclock.deps import RequestIdMiddleware
 from beeoclock.settings import Settings
 from projections.cache import ReadCache
@@ -37,6 +38,13 @@ def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> 
             panel = PanelApplication(env=settings.eventsourcing_env())
             app.state.panel = panel
             closers.append(panel.close)
+            # Uploaded media bytes (content-addressed), written by the synchronous routes.
+            blob_pool: ConnectionPool[Any] = ConnectionPool(
+                settings.database_url, min_size=1, max_size=4, open=False
+            )
+            blob_pool.open()
+            app.state.blob_store = PostgresBlobStore(blob_pool)
+            closers.append(blob_pool.close)
         if read:
             pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
                 settings.database_url,
@@ -47,6 +55,7 @@ def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> 
             )
             await pool.open()
             app.state.read_pool = pool
+            app.state.blob_reader = PostgresBlobReader(pool)
             closers.append(pool.close)
         client = aredis.Redis.from_url(
             settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
@@ -70,14 +79,8 @@ def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> 
     )
     errors.install(app)
     app.add_middleware(RequestIdMiddleware)
-    if write:
-        from write_api.customers import router as write_customers
-
-        app.include_router(write_customers)
-    if read:
-        from read_api.customers import router as read_customers
-
-        app.include_router(read_customers)
+    for router in _routers(write=write, read=read):
+        app.include_router(router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> Response:
@@ -98,6 +101,23 @@ def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> 
         return Response(orjson.dumps(body), 200 if ok else 503, media_type="application/json")
 
     return app
+
+
+def _routers(*, write: bool, read: bool) -> list[APIRouter]:
+    routers = []
+    if write:
+        from write_api.customers import router as write_customers
+        from write_api.service_media import router as write_service_media
+        from write_api.services import router as write_services
+
+        routers += [write_customers, write_services, write_service_media]
+    if read:
+        from read_api.customers import router as read_customers
+        from read_api.service_media import router as read_service_media
+        from read_api.services import router as read_services
+
+        routers += [read_customers, read_services, read_service_media]
+    return routers
 
 
 def _database_ready(settings: Settings) -> str:

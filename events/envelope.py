@@ -18,13 +18,15 @@ import orjson
 
 from events.base import PanelCreated, PanelEvent, split_stream_id
 from events.customer import CUSTOMER_EVENTS
+from events.service import SERVICE_EVENTS
 from events.timefmt import iso_ms, parse_iso
 
 SCHEMA = "beeoclock.event.v1"
 
 #: Event type name -> (class, aggregate type). The aggregate type names the Kafka topic.
 EVENT_TYPES: dict[str, tuple[type[PanelEvent], str]] = {
-    cls.__name__: (cls, "customer") for cls in CUSTOMER_EVENTS
+    **{cls.__name__: (cls, "customer") for cls in CUSTOMER_EVENTS},
+    **{cls.__name__: (cls, "service") for cls in SERVICE_EVENTS},
 }
 
 _BASE_FIELDS = {f.name for f in fields(PanelCreated)}

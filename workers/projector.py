@@ -27,7 +27,7 @@ from beeoclock.settings import Settings
 from commands.application import PanelApplication
 from events import envelope
 from events.base import PanelEvent
-from projections import cache, customers
+from projections import cache, customers, services
 from projections.customers import MissingEvents
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ _SAVE_OFFSET = (
 )
 
 #: stream name -> the projection that applies its events
-PROJECTIONS = {customers.STREAM: customers.project}
+PROJECTIONS = {customers.STREAM: customers.project, services.STREAM: services.project}
 
 
 class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -700,7 +700,7 @@ def test_phrase_searches_names_email_phone_and_note_case_insensitively(
         lastName="Nowak",
         email="anna.nowak@example.com",
         phone="48512345678",
-        note="Prefers mornings",
+        note="Prefers mornings since 2025-02-25",
     )["_id"]
     jan = create(tenant, firstName="Jan", lastName="Kowalski", email="jan.k@example.org")["_id"]
     create(tenant, firstName="Ewa", phone="+44 7911 123456")
@@ -712,7 +712,10 @@ def test_phrase_searches_names_email_phone_and_note_case_insensitively(
     assert found_by(tenant, "ANNA") == [anna]
     assert found_by(tenant, "kowal") == [jan]
     assert found_by(tenant, "512345") == [anna]
+    assert found_by(tenant, "+48 512-345") == [anna]  # phone-shaped: matches the digits
+    assert found_by(tenant, "512 345 678") == [anna]
     assert found_by(tenant, "MORNING") == [anna]
+    assert found_by(tenant, "2025-02-25") == [anna]  # digits-only is a variant, not a rewrite
     assert sorted(found_by(tenant, "example")) == sorted([anna, jan])
     for nothing in ("zzz", "%", "n_w", "\\"):
         assert found_by(tenant, nothing) == [], nothing

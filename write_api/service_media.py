@@ -1,0 +1,315 @@
+"""Service media write routes, in both forms the contract names:
+
+- the docs': `POST /api/v1/service/{id}/media` (multipart `file`, optional `description`),
+  201 with the new banner's MediaDto; `DELETE /api/v1/service/{id}/media/{mediaId}`;
+- the real client's: `PATCH /api/v1/service-media/{serviceId}/banners` (multipart `file`,
+  optional `_id` of a banner to replace: same `_id`, same position), 200 with the banner's
+  MediaDto (an update of the service's banners, not a new resource: a given `_id` the service
+  has no banner with becomes a new banner with that `_id`, like entity ids);
+  `DELETE /api/v1/service-media/{serviceId}/{mediaId}`.
+
+A DELETE answers 200 with the removed banner's MediaDto (state `deleted`); the bytes stay in
+the blob store (content-addressed and shared, they are never rewritten). `ETag` is the
+service's version, for `If-Match` on its next change; `If-Match` works here too.
+
+The body is read through a bound: past MAX_UPLOAD_BYTES (plus room for the form's other
+parts) the upload is 413, and nothing beyond that bound is kept in memory or on disk. The
+image is then decoded and cleaned in a worker thread (commands/images.py), its bytes stored
+in the blob store, and only then the event saved: an acknowledged event never points at a
+missing blob. (A save that fails after the blob was stored leaves an unreferenced blob:
+harmless, and content-addressed, so a retry reuses it.)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.responses import Response
+
+from beeoclock.blobs import BlobStore
+from beeoclock.deps import ExpectedVersionDep, MetaDep, PrincipalDep
+from beeoclock.ids import ENTITY_ID, entity_id, new_object_id
+from beeoclock.text import printable
+from commands import service_handlers as handlers
+from commands.application import PanelApplication
+from commands.context import Meta
+from commands.errors import FieldError, InvalidCommand, PayloadTooLarge
+from commands.images import MAX_UPLOAD_BYTES, inspect_image
+from commands.service import PutServiceBanner, RemoveServiceBanner
+from events.service import Banner, ServiceState
+from write_api.deps import ApplicationDep
+
+router = APIRouter(tags=["service media"])
+
+#: Room for the multipart framing and the small fields beside the file.
+FORM_OVERHEAD = 64 * 1024
+#: An oversized body is read (and dropped) up to this much, so that the client, still
+#: sending, reads the 413 instead of a reset connection; past it the connection is dropped.
+DRAIN_LIMIT = 4 * MAX_UPLOAD_BYTES
+MAX_DESCRIPTION = 1000
+#: Decoding a large image takes up to several hundred MB: a few at a time per process.
+_DECODING = threading.BoundedSemaphore(2)
+
+_UPLOAD_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "a JPEG, PNG or WebP image, at most 5 MiB",
+                        },
+                        "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
+                        "_id": {
+                            "type": "string",
+                            "description": "PATCH banners only: the banner to replace",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def get_blob_store(request: Request) -> BlobStore:
+    store: BlobStore = request.app.state.blob_store
+    return store
+
+
+BlobStoreDep = Annotated[BlobStore, Depends(get_blob_store)]
+
+
+@dataclass(frozen=True)
+class Upload:
+    """The file's bytes (at most MAX_UPLOAD_BYTES + 1) and the form's text fields."""
+
+    data: bytes
+    fields: dict[str, str]
+
+
+def _too_large() -> PayloadTooLarge:
+    msg = f"the upload is larger than {MAX_UPLOAD_BYTES} bytes"
+    return PayloadTooLarge(msg, [FieldError("file", msg)])
+
+
+async def _bounded(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
+    received = 0
+    async for chunk in stream:
+        received += len(chunk)
+        if received <= limit:
+            yield chunk
+        elif received > DRAIN_LIMIT:
+            break
+    if received > limit:
+        raise _too_large()
+
+
+async def read_upload(request: Request, _: PrincipalDep) -> Upload:
+    """The multipart body's `file` (bytes) and its text fields, read within the bound, and
+    only once the caller is authenticated."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        msg = "send the image as multipart/form-data with a `file` part"
+        raise InvalidCommand(msg, [FieldError("file", "is required")])
+    limit = MAX_UPLOAD_BYTES + FORM_OVERHEAD
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > DRAIN_LIMIT:
+        raise _too_large()
+    parser = MultiPartParser(
+        request.headers,
+        _bounded(request.stream(), limit),
+        max_files=1,
+        max_fields=8,
+        max_part_size=16 * 1024,
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise InvalidCommand(f"the multipart body is invalid: {exc.message}") from None
+    try:
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            msg = "a `file` part with the image is required"
+            raise InvalidCommand(msg, [FieldError("file", "is required")])
+        data = await file.read(MAX_UPLOAD_BYTES + 1)
+        fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    finally:
+        await form.close()
+    return Upload(data, fields)
+
+
+UploadDep = Annotated[Upload, Depends(read_upload)]
+
+
+def _description(upload: Upload) -> str | None:
+    value = upload.fields.get("description")
+    if value is None or not value.strip():
+        return None
+    try:
+        printable(value, multiline=True)
+    except ValueError as exc:
+        raise InvalidCommand(f"description {exc}", [FieldError("description", str(exc))]) from None
+    if len(value) > MAX_DESCRIPTION:
+        msg = f"must be at most {MAX_DESCRIPTION} characters"
+        raise InvalidCommand(f"description {msg}", [FieldError("description", msg)])
+    return value.strip()
+
+
+def _media_id(upload: Upload) -> str | None:
+    value = upload.fields.get("_id")
+    if value is None or not value.strip():
+        return None
+    if not ENTITY_ID.match(value):
+        msg = "is not a media id"
+        raise InvalidCommand(f"_id {msg}", [FieldError("_id", msg, f"value: {value[:80]!r}")])
+    return value
+
+
+def _store_banner(
+    app: PanelApplication,
+    blobs: BlobStore,
+    meta: Meta,
+    service_id: str,
+    media_id: str,
+    upload: Upload,
+    description: str | None,
+    expected_version: int | None,
+) -> handlers.BannerOutcome:
+    """Synchronous: decode and clean, store the bytes, then save the event."""
+    handlers.load_service(app, meta.tenant_id, service_id)  # 404 before any work
+    with _DECODING:
+        image = inspect_image(upload.data)
+    blobs.put(image.sha256, image.data, image.content_type)
+    return handlers.put_banner(
+        app,
+        PutServiceBanner(
+            meta=meta,
+            service_id=service_id,
+            media_id=media_id,
+            image={
+                "sha256": image.sha256,
+                "contentType": image.content_type,
+                "format": image.format,
+                "width": image.width,
+                "height": image.height,
+                "size": image.size,
+            },
+            description=description,
+            expected_version=expected_version,
+        ),
+    )
+
+
+def media_response(
+    state: ServiceState, banner: Banner, status: int, position: int | None, media_state: str
+) -> Response:
+    headers = {"ETag": f'"{state.version}"'}
+    if position is not None:
+        headers["X-Event-Position"] = str(position)
+    body = orjson.dumps(state.media_dto(banner, media_state))
+    return Response(body, status, headers, media_type="application/json")
+
+
+@router.post("/api/v1/service/{service_id}/media", status_code=201, openapi_extra=_UPLOAD_SCHEMA)
+async def upload_service_media(
+    service_id: str,
+    meta: MetaDep,
+    expected_version: ExpectedVersionDep,
+    upload: UploadDep,
+    app: ApplicationDep,
+    blobs: BlobStoreDep,
+) -> Response:
+    """Add a banner (the docs' form)."""
+    outcome = await run_in_threadpool(
+        _store_banner,
+        app,
+        blobs,
+        meta,
+        entity_id(service_id, "service"),
+        new_object_id(),
+        upload,
+        _description(upload),
+        expected_version,
+    )
+    return media_response(outcome.state, outcome.banner, 201, outcome.position, "active")
+
+
+@router.patch("/api/v1/service-media/{service_id}/banners", openapi_extra=_UPLOAD_SCHEMA)
+async def put_service_banner(
+    service_id: str,
+    meta: MetaDep,
+    expected_version: ExpectedVersionDep,
+    upload: UploadDep,
+    app: ApplicationDep,
+    blobs: BlobStoreDep,
+) -> Response:
+    """Add a banner, or replace the banner `_id` (the real client's form)."""
+    outcome = await run_in_threadpool(
+        _store_banner,
+        app,
+        blobs,
+        meta,
+        entity_id(service_id, "service"),
+        _media_id(upload) or new_object_id(),
+        upload,
+        _description(upload),
+        expected_version,
+    )
+    return media_response(outcome.state, outcome.banner, 200, outcome.position, "active")
+
+
+def _remove(
+    app: PanelApplication,
+    meta: Meta,
+    service_id: str,
+    media_id: str,
+    expected_version: int | None,
+) -> Response:
+    outcome = handlers.remove_banner(
+        app,
+        RemoveServiceBanner(
+            meta=meta,
+            service_id=entity_id(service_id, "service"),
+            media_id=entity_id(media_id, "media"),
+            expected_version=expected_version,
+        ),
+    )
+    return media_response(outcome.state, outcome.banner, 200, outcome.position, "deleted")
+
+
+@router.delete("/api/v1/service/{service_id}/media/{media_id}")
+def delete_service_media(
+    service_id: str,
+    media_id: str,
+    meta: MetaDep,
+    app: ApplicationDep,
+    expected_version: ExpectedVersionDep,
+) -> Response:
+    """Remove a banner (the docs' form)."""
+    return _remove(app, meta, service_id, media_id, expected_version)
+
+
+@router.delete("/api/v1/service-media/{service_id}/{media_id}")
+def delete_service_banner(
+    service_id: str,
+    media_id: str,
+    meta: MetaDep,
+    app: ApplicationDep,
+    expected_version: ExpectedVersionDep,
+) -> Response:
+    """Remove a banner (the real client's form)."""
+    return _remove(app, meta, service_id, media_id, expected_version)
