@@ -18,11 +18,15 @@ from starlette.responses import Response
 
 from beeoclock import errors, kafka, migrations
 from beeoclock.blobs import PostgresBlobReader, PostgresBlobStore
+from beeoclock.bodylimit import BodySizeLimit
 from beeoclock.deps import RequestIdMiddleware
 from beeoclock.settings import Settings
 from projections.cache import ReadCache
 
 log = logging.getLogger(__name__)
+
+#: Routes that bound their own (multipart) bodies: write_api/service_media.py.
+UPLOAD_PATHS = (r"^/api/v1/service/[^/]+/media/?$", r"^/api/v1/service-media/[^/]+/banners/?$")
 
 
 def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> FastAPI:
@@ -78,6 +82,7 @@ def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> 
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(BodySizeLimit, exempt=UPLOAD_PATHS)
     app.add_middleware(RequestIdMiddleware)
     for router in _routers(write=write, read=read):
         app.include_router(router)

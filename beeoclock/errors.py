@@ -54,6 +54,10 @@ _STATUS: dict[type[Exception], int] = {
 }
 
 
+#: NestJS's names where Python's differ (and change between Python versions).
+_PHRASES = {413: "Payload Too Large", 422: "Unprocessable Entity"}
+
+
 def error_response(
     status: int,
     message: str,
@@ -62,7 +66,7 @@ def error_response(
 ) -> Response:
     body: dict[str, Any] = {
         "statusCode": status,
-        "error": HTTPStatus(status).phrase,
+        "error": _PHRASES.get(status) or HTTPStatus(status).phrase,
         "message": message,
     }
     if errors:

@@ -4,11 +4,27 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+#: the instants a client may send (createdAt): anything else is a typo, not a date
+EARLIEST_YEAR, LATEST_YEAR = 1900, 9998
+
 
 def iso_ms(moment: datetime) -> str:
-    return (
-        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    )
+    utc = moment.astimezone(UTC)
+    return f"{utc.year:04d}" + utc.strftime("-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def client_instant(text: str) -> str:
+    """A client's ISO-8601 instant in the wire format; ValueError if it isn't one or lies
+    outside the years EARLIEST_YEAR..LATEST_YEAR."""
+    try:
+        moment = parse_iso(text)
+        wire = iso_ms(moment)
+    except (ValueError, OverflowError):
+        moment = None
+    if moment is None or not EARLIEST_YEAR <= moment.astimezone(UTC).year <= LATEST_YEAR:
+        msg = "must be an ISO-8601 date-time such as 2025-02-25T09:37:56.085Z"
+        raise ValueError(msg)
+    return wire
 
 
 def parse_iso(text: str) -> datetime:

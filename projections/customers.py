@@ -53,7 +53,8 @@ def project(
 
 
 def _row(state: CustomerState) -> tuple[Any, ...]:
-    search = " ".join(v for f in PERSONAL_FIELDS if (v := state.personal.get(f))).lower()
+    # one field per line: a phrase (never multi-line) can't match across two fields
+    search = "\n".join(v for f in PERSONAL_FIELDS if (v := state.personal.get(f))).lower()
     return (
         state.tenant_id,
         state.id,

@@ -58,7 +58,7 @@ def search_text(state: ServiceState) -> str:
     parts = []
     for version in state.details["languageVersions"]:
         parts += [version["title"], version["description"]]
-    return " ".join(p for p in parts if p).lower()
+    return "\n".join(p for p in parts if p).lower()  # a phrase can't span two fields
 
 
 def _row(state: ServiceState) -> tuple[Any, ...]:

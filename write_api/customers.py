@@ -25,7 +25,7 @@ from commands.contact import normalize_email, normalize_phone
 from commands.customer import DeleteCustomer, RegisterCustomer, UpdateCustomer
 from commands.errors import FieldError, InvalidCommand
 from events.customer import PERSONAL_FIELDS, Personal, StateEntry
-from events.timefmt import iso_ms, parse_iso
+from events.timefmt import client_instant
 from write_api.deps import ApplicationDep
 from write_api.responses import entity_response
 
@@ -51,16 +51,7 @@ Email = Annotated[str, Field(max_length=254), AfterValidator(normalize_email)]
 Phone = Annotated[str, Field(max_length=32), AfterValidator(normalize_phone)]
 
 
-def _instant(value: str) -> str:
-    """An ISO-8601 instant, normalised to the wire format (UTC, milliseconds, Z)."""
-    try:
-        return iso_ms(parse_iso(value))
-    except (ValueError, OverflowError):
-        msg = "must be an ISO-8601 date-time such as 2025-02-25T09:37:56.085Z"
-        raise ValueError(msg) from None
-
-
-Instant = Annotated[str, Field(max_length=40), AfterValidator(_instant)]
+Instant = Annotated[str, Field(max_length=40), AfterValidator(client_instant)]
 
 
 class StateEntryBody(BaseModel):

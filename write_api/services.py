@@ -38,7 +38,7 @@ from commands.service import (
     UpdateService,
 )
 from events.service import Details, Resource, StateEntry
-from events.timefmt import iso_ms, parse_iso
+from events.timefmt import client_instant
 from write_api.deps import ApplicationDep
 from write_api.responses import entity_response
 
@@ -49,6 +49,7 @@ DAY_S = 86_400
 MAX_DURATION_S = 30 * DAY_S
 MAX_ORDER = 1_000_000_000
 MAX_PRICE = 1_000_000_000
+MAX_DECIMAL_PLACES = 4
 _COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 
 
@@ -76,13 +77,18 @@ def _amount_text(value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         msg = "must be a number"
         raise ValueError(msg)  # noqa: TRY004
+    text = str(value).strip()
     try:
-        number = Decimal(str(value).strip())
+        number = Decimal(text) if len(text) <= 32 else None
     except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite():
         msg = "must be a number"
-        raise ValueError(msg) from None
-    if not number.is_finite() or number < 0 or number > MAX_PRICE:
-        msg = f"must be a number from 0 to {MAX_PRICE}"
+        raise ValueError(msg)
+    # bounded in value AND in digits: "1e-999999" is tiny but a million characters long
+    places = -int(number.normalize().as_tuple().exponent)
+    if number < 0 or number > MAX_PRICE or places > MAX_DECIMAL_PLACES:
+        msg = f"must be a number from 0 to {MAX_PRICE} with at most {MAX_DECIMAL_PLACES} decimals"
         raise ValueError(msg)
     text = format(number.normalize(), "f")
     return "0" if text in ("-0", "0.0") else text
@@ -119,21 +125,13 @@ def _color(value: str | None) -> str | None:
     return value.strip()
 
 
-def _instant(value: str) -> str:
-    try:
-        return iso_ms(parse_iso(value))
-    except ValueError:
-        msg = "must be an ISO-8601 date-time such as 2025-02-25T09:37:56.085Z"
-        raise ValueError(msg) from None
-
-
 Whole = Annotated[int, BeforeValidator(_not_bool)]
 Line = Annotated[str, AfterValidator(printable), AfterValidator(str.strip)]
 Text = Annotated[str, AfterValidator(lambda v: printable(v, multiline=True))]
 Language = Annotated[str, AfterValidator(_language)]
 Currency = Annotated[str, Field(max_length=8), AfterValidator(_currency)]
 Amount = Annotated[str, BeforeValidator(_amount_text)]
-Instant = Annotated[str, Field(max_length=40), AfterValidator(_instant)]
+Instant = Annotated[str, Field(max_length=40), AfterValidator(client_instant)]
 Color = Annotated[str | None, Field(max_length=16), AfterValidator(_color)]
 Price = Annotated[
     float,
@@ -162,6 +160,14 @@ class PriceBody(_Part):
     preferredLanguages: Annotated[  # noqa: N815
         list[Language], Field(max_length=len(LANGUAGES)), _null_is([])
     ] = []
+
+    @field_validator("preferredLanguages")
+    @classmethod
+    def _distinct(cls, languages: list[str]) -> list[str]:
+        if len(set(languages)) != len(languages):
+            msg = "must not repeat a language"
+            raise ValueError(msg)
+        return languages
 
 
 class DurationVersionBody(_Part):

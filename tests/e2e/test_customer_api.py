@@ -297,6 +297,10 @@ INVALID_FIELDS = [
     ({"customerType": "vip"}, "customerType"),
     ({"state": "gone"}, "state"),
     ({"stateHistory": [{"state": "gone", "setAt": "2025-02-25T09:37:56.123Z"}]}, "stateHistory"),
+    ({"createdAt": "0001-01-01T00:00:00+01:00"}, "createdAt"),
+    ({"createdAt": "9999-12-31T23:59:59-01:00"}, "createdAt"),
+    ({"createdAt": "0999-06-01T00:00:00Z"}, "createdAt"),
+    ({"createdAt": "yesterday"}, "createdAt"),
 ]
 
 

@@ -142,3 +142,14 @@ def test_a_valid_cursor_walks_the_rest(client: httpx.Client, settings: Settings)
         cursor = page.get("nextCursor")
     assert sorted(seen) == sorted(ids)
     assert len(seen) == 5
+
+
+def test_a_json_body_over_one_mebibyte_is_413_and_stores_nothing(
+    client: httpx.Client, settings: Settings
+) -> None:
+    tenant = new_tenant(client, settings)
+    huge = {"firstName": "Ann", "padding": "x" * (1024 * 1024)}
+    answer = tenant.post("/api/v1/customer", json=huge)
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["statusCode"] == 413
+    assert tenant.get("/api/v1/customer/paged").json()["totalSize"] == 0

@@ -199,6 +199,18 @@ RULES = [
     ({"requiredResources": [{"resourceId": "r1"}, {"resourceId": "r1"}]}, "requiredResources"),
     ({"state": "gone"}, "state"),
     ({"_id": "paged"}, "_id"),
+    ({"prepaymentPolicy": {"value": "1e-999999"}}, "prepaymentPolicy.value"),
+    (
+        {"prepaymentPolicy": {"minimalCancelTime": "0." + "0" * 40 + "1"}},
+        "prepaymentPolicy.minimalCancelTime",
+    ),
+    ({"prepaymentPolicy": {"value": "0.00001"}}, "prepaymentPolicy.value"),
+    (
+        durations(prices=[{"price": 1, "currency": "PLN", "preferredLanguages": ["pl", "pl"]}]),
+        "durationVersions.0.prices.0.preferredLanguages",
+    ),
+    ({"createdAt": "0001-01-01T00:00:00+01:00"}, "createdAt"),
+    ({"createdAt": "0999-06-01T00:00:00Z"}, "createdAt"),
 ]
 
 

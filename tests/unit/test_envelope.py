@@ -47,3 +47,13 @@ def test_an_event_survives_the_envelope_unchanged() -> None:
 def test_a_foreign_or_malformed_message_is_refused(raw: bytes) -> None:
     with pytest.raises(ValueError, match=r"malformed|unknown"):
         envelope.decode(raw)
+
+
+def test_instants_before_year_1000_keep_four_digit_years() -> None:
+    from datetime import UTC, datetime
+
+    from events.timefmt import iso_ms, parse_iso
+
+    wire = iso_ms(datetime(999, 6, 1, tzinfo=UTC))
+    assert wire == "0999-06-01T00:00:00.000Z"
+    assert parse_iso(wire) == datetime(999, 6, 1, tzinfo=UTC)
