@@ -32,6 +32,11 @@ from projections.paging import BadCursor
 
 log = logging.getLogger(__name__)
 
+
+class Overloaded(Exception):
+    """The process is at its bound for this kind of work; the client should retry shortly."""
+
+
 _STATUS: dict[type[Exception], int] = {
     InvalidCommand: 400,
     BadCursor: 400,
@@ -43,6 +48,7 @@ _STATUS: dict[type[Exception], int] = {
     UnsupportedMedia: 415,
     RuleViolation: 422,
     NotCaughtUp: 503,
+    Overloaded: 503,
     # A store that is briefly unreachable: the client may retry; nothing was half-done.
     es_persistence.OperationalError: 503,
     es_persistence.InterfaceError: 503,
@@ -99,6 +105,8 @@ def install(app: FastAPI) -> None:
         message = exc.message if isinstance(exc, DomainError) else str(exc)
         if isinstance(exc, NotCaughtUp):
             message = "the read models have not caught up with your last write yet; retry"
+        elif isinstance(exc, Overloaded):
+            message = str(exc)
         elif status == 503:
             log.warning("storage unavailable: %r", exc)
             message = "storage is unavailable; retry"

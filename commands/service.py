@@ -185,9 +185,20 @@ class Service(BaseAggregate[str]):
         self._check_version(cmd.expected_version)
         self._set_state(cmd.meta, "deleted", [])
 
+    def check_banner(self, media_id: str, expected_version: int | None) -> None:
+        """Whether banner `media_id` may be put: decided before the upload is decoded, so a
+        request that must fail costs no decoding and leaves no blob."""
+        self._check_version(expected_version)
+        if self.state.state == "deleted":
+            msg = "a deleted service can't get banners"
+            raise RuleViolation(msg, [FieldError("file", "the service is deleted")])
+        if self.state.banner(media_id) is None and len(self.state.banners) >= MAX_BANNERS:
+            msg = f"a service has at most {MAX_BANNERS} banners; replace or remove one"
+            raise RuleViolation(msg, [FieldError("file", "too many banners")])
+
     def put_banner(self, cmd: PutServiceBanner) -> Banner:
         """Returns the banner as it now is."""
-        self._check_version(cmd.expected_version)
+        self.check_banner(cmd.media_id, cmd.expected_version)
         existing = self.state.banner(cmd.media_id)
         fields = {
             "media_id": cmd.media_id,
@@ -195,9 +206,6 @@ class Service(BaseAggregate[str]):
             **cmd.meta.event_fields(),
         }
         if existing is None:
-            if len(self.state.banners) >= MAX_BANNERS:
-                msg = f"a service has at most {MAX_BANNERS} banners; replace or remove one"
-                raise RuleViolation(msg, [FieldError("file", "too many banners")])
             self.trigger_event(ServiceBannerAdded, description=cmd.description, **fields)
         else:
             # A replacement without a description keeps the banner's.

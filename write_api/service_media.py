@@ -22,11 +22,12 @@ harmless, and content-addressed, so a retry reuses it.)
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
@@ -36,13 +37,14 @@ from starlette.responses import Response
 
 from beeoclock.blobs import BlobStore
 from beeoclock.deps import ExpectedVersionDep, MetaDep, PrincipalDep
+from beeoclock.errors import Overloaded
 from beeoclock.ids import ENTITY_ID, entity_id, new_object_id
 from beeoclock.text import printable
 from commands import service_handlers as handlers
 from commands.application import PanelApplication
 from commands.context import Meta
 from commands.errors import FieldError, InvalidCommand, PayloadTooLarge
-from commands.images import MAX_UPLOAD_BYTES, inspect_image
+from commands.images import MAX_UPLOAD_BYTES, CleanImage, inspect_image
 from commands.service import PutServiceBanner, RemoveServiceBanner
 from events.service import Banner, ServiceState
 from write_api.deps import ApplicationDep
@@ -55,8 +57,21 @@ FORM_OVERHEAD = 64 * 1024
 #: sending, reads the 413 instead of a reset connection; past it the connection is dropped.
 DRAIN_LIMIT = 4 * MAX_UPLOAD_BYTES
 MAX_DESCRIPTION = 1000
-#: Decoding a large image takes up to several hundred MB: a few at a time per process.
-_DECODING = threading.BoundedSemaphore(2)
+#: Uploads a process takes at once (each holds up to MAX_UPLOAD_BYTES); more are 503.
+MAX_UPLOADS_IN_FLIGHT = 8
+#: Decoding takes up to a few hundred MB and a core: two at a time per process, waiting
+#: OUTSIDE the shared thread pool, so queued uploads never starve other requests' threads.
+DECODERS = 2
+_uploads_in_flight = 0
+_decoders: anyio.CapacityLimiter | None = None
+
+
+def _decoder_limiter() -> anyio.CapacityLimiter:
+    global _decoders
+    if _decoders is None:
+        _decoders = anyio.CapacityLimiter(DECODERS)
+    return _decoders
+
 
 _UPLOAD_SCHEMA: dict[str, Any] = {
     "requestBody": {
@@ -118,17 +133,29 @@ async def _bounded(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[b
         raise _too_large()
 
 
-async def read_upload(request: Request, _: PrincipalDep) -> Upload:
+async def read_upload(request: Request, _: PrincipalDep) -> AsyncIterator[Upload]:
     """The multipart body's `file` (bytes) and its text fields, read within the bound, and
-    only once the caller is authenticated."""
+    only once the caller is authenticated; at most MAX_UPLOADS_IN_FLIGHT at once."""
+    global _uploads_in_flight
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         msg = "send the image as multipart/form-data with a `file` part"
         raise InvalidCommand(msg, [FieldError("file", "is required")])
     limit = MAX_UPLOAD_BYTES + FORM_OVERHEAD
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > DRAIN_LIMIT:
+    if declared.isdigit() and int(declared) > limit:
         raise _too_large()
+    if _uploads_in_flight >= MAX_UPLOADS_IN_FLIGHT:
+        msg = "too many uploads at once; retry shortly"
+        raise Overloaded(msg)
+    _uploads_in_flight += 1
+    try:
+        yield await _read_form(request, limit)
+    finally:
+        _uploads_in_flight -= 1
+
+
+async def _read_form(request: Request, limit: int) -> Upload:
     parser = MultiPartParser(
         request.headers,
         _bounded(request.stream(), limit),
@@ -179,7 +206,7 @@ def _media_id(upload: Upload) -> str | None:
     return value
 
 
-def _store_banner(
+async def _store_banner(
     app: PanelApplication,
     blobs: BlobStore,
     meta: Meta,
@@ -189,10 +216,26 @@ def _store_banner(
     description: str | None,
     expected_version: int | None,
 ) -> handlers.BannerOutcome:
-    """Synchronous: decode and clean, store the bytes, then save the event."""
-    handlers.load_service(app, meta.tenant_id, service_id)  # 404 before any work
-    with _DECODING:
-        image = inspect_image(upload.data)
+    """Check the service may take the banner (404, 409, 422 before any decoding), decode and
+    clean, store the bytes, then save the event."""
+    service = await run_in_threadpool(handlers.load_service, app, meta.tenant_id, service_id)
+    service.check_banner(media_id, expected_version)
+    image = await anyio.to_thread.run_sync(inspect_image, upload.data, limiter=_decoder_limiter())
+    return await run_in_threadpool(
+        _save_banner, app, blobs, meta, service_id, media_id, image, description, expected_version
+    )
+
+
+def _save_banner(
+    app: PanelApplication,
+    blobs: BlobStore,
+    meta: Meta,
+    service_id: str,
+    media_id: str,
+    image: CleanImage,
+    description: str | None,
+    expected_version: int | None,
+) -> handlers.BannerOutcome:
     blobs.put(image.sha256, image.data, image.content_type)
     return handlers.put_banner(
         app,
@@ -234,8 +277,7 @@ async def upload_service_media(
     blobs: BlobStoreDep,
 ) -> Response:
     """Add a banner (the docs' form)."""
-    outcome = await run_in_threadpool(
-        _store_banner,
+    outcome = await _store_banner(
         app,
         blobs,
         meta,
@@ -258,8 +300,7 @@ async def put_service_banner(
     blobs: BlobStoreDep,
 ) -> Response:
     """Add a banner, or replace the banner `_id` (the real client's form)."""
-    outcome = await run_in_threadpool(
-        _store_banner,
+    outcome = await _store_banner(
         app,
         blobs,
         meta,

@@ -9,6 +9,7 @@ import zlib
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from PIL import Image
 
@@ -311,3 +312,27 @@ def test_a_stale_if_match_on_media_is_a_conflict(client: httpx.Client, settings:
     media = add_banner(tenant, service["_id"], image())
     assert_error(tenant.delete(f"{path}/{media['_id']}", headers=stale), 409)
     assert banners(tenant, service["_id"]) == [media]
+
+
+def blob_count(settings: Settings) -> int:
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM media_blobs").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_an_upload_that_must_fail_is_refused_before_decoding_and_stores_no_bytes(
+    client: httpx.Client, settings: Settings
+) -> None:
+    tenant = new_tenant(client, settings)
+    service = create(tenant)
+    path = f"/api/v1/service/{service['_id']}/media"
+    before = blob_count(settings)
+    fresh = image(size=(33, 17), color="navy")  # bytes no other test stores
+    stale = tenant.post(
+        path, files={"file": ("a.png", fresh, "image/png")}, headers={"If-Match": '"9"'}
+    )
+    assert_error(stale, 409)
+    assert tenant.delete(f"/api/v1/service/{service['_id']}").status_code == 200
+    assert_error(upload(tenant, path, fresh), 422)
+    assert blob_count(settings) == before
+    assert banners(tenant, service["_id"]) == []

@@ -359,3 +359,11 @@ def test_every_service_event_survives_the_envelope_unchanged() -> None:
         got.pop("originator_topic", None)
         want.pop("originator_topic", None)
         assert got == want
+
+
+def test_a_deleted_service_cannot_take_a_banner() -> None:
+    service = created()
+    service.delete(DeleteService(meta(), "s1", None))
+    service.collect_events()
+    with pytest.raises(RuleViolation, match="deleted"):
+        service.check_banner("m1", None)
