@@ -1,19 +1,12 @@
-"""One handler per command: load, decide, save, return.
-
-Every save carries the entity's events and its uniqueness records (commands/uniqueness.py)
-in one transaction. A save that loses a race (another request took the same version of the
-entity or of a uniqueness record) is decided again on the newer state, so the loser ends in
-a clear 409 rather than a duplicate."""
+"""One handler per customer command: load, decide, save, return (the save loop, with the
+uniqueness records of email and phone, is commands/saving.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError
-
-from commands import uniqueness
+from commands import saving
 from commands.application import PanelApplication
 from commands.context import Meta
 from commands.customer import (
@@ -25,11 +18,8 @@ from commands.customer import (
     UpdateCustomer,
     unique_values,
 )
-from commands.errors import Conflict, NotFound
 from events.base import stream_id
 from events.customer import CustomerState
-
-_RETRIES = 8
 
 
 @dataclass(frozen=True)
@@ -39,26 +29,10 @@ class CustomerOutcome:
 
 
 def register_customer(app: PanelApplication, cmd: RegisterCustomer) -> CustomerOutcome:
-    for _ in range(_RETRIES):
-        customer = Customer.register(cmd)
-        records = uniqueness.changes(
-            app, cmd.meta, cmd.customer_id, {}, unique_values(customer.state), NOUN
-        )
-        try:
-            position = app.commit(customer, *records)
-        except IntegrityError:
-            existing = _find_customer(app, cmd.meta.tenant_id, cmd.customer_id)
-            if existing is None:
-                continue  # a uniqueness record moved under us: decide again
-            # The id is taken, unless by this very request: a retry after a lost commit
-            # acknowledgement (the store retries inserts), or the client repeating itself.
-            first = next(iter(app.events.get(existing.id, lte=1)), None)
-            if getattr(first, "request_id", None) != cmd.meta.request_id:
-                msg = f"a customer with _id {cmd.customer_id} already exists"
-                raise Conflict(msg) from None
-            return CustomerOutcome(existing.state, None)
-        return CustomerOutcome(customer.state, position)
-    raise _busy()
+    customer, position = saving.create(
+        app, cmd.meta, cmd.customer_id, NOUN, lambda: Customer.register(cmd), unique_values
+    )
+    return CustomerOutcome(customer.state, position)
 
 
 def update_customer(app: PanelApplication, cmd: UpdateCustomer) -> CustomerOutcome:
@@ -72,53 +46,15 @@ def delete_customer(app: PanelApplication, cmd: DeleteCustomer) -> CustomerOutco
 def _change(
     app: PanelApplication, meta: Meta, customer_id: str, decide: Callable[[Customer], None]
 ) -> CustomerOutcome:
-    """Load, decide, save. After a lost race the decision is made again on the newer state;
-    a command pinned to a version (If-Match) then fails its version check (409)."""
-    for _ in range(_RETRIES):
-        customer = load_customer(app, meta.tenant_id, customer_id)
-        before = unique_values(customer.state)
-        decide(customer)
-        records = uniqueness.changes(
-            app, meta, customer_id, before, unique_values(customer.state), NOUN
-        )
-        try:
-            position = app.commit(customer, *records)
-        except IntegrityError:
-            done = _applied_by(app, meta.request_id, customer.id, customer.version)
-            if done is not None:
-                return CustomerOutcome(done.state, None)
-            continue
-        return CustomerOutcome(customer.state, position)
-    raise _busy()
-
-
-def _applied_by(
-    app: PanelApplication, request_id: str, stream: str, decided_version: int
-) -> Customer | None:
-    """The customer, if this very request's events were stored after all: the store retries an
-    insert whose commit acknowledgement was lost, and the retry then collides with itself."""
-    customer: Customer = app.repository.get(stream)
-    if customer.version < decided_version:
-        return None
-    event = next(iter(app.events.get(stream, gt=decided_version - 1, lte=decided_version)), None)
-    return customer if getattr(event, "request_id", None) == request_id else None
-
-
-def _busy() -> Conflict:
-    return Conflict("the customer is being changed by other requests; try again")
-
-
-def _find_customer(app: PanelApplication, tenant_id: str, customer_id: str) -> Customer | None:
-    try:
-        return load_customer(app, tenant_id, customer_id)
-    except NotFound:
-        return None
+    stream = stream_id(KIND, meta.tenant_id, customer_id)
+    customer, _, position = saving.change(
+        app, meta, stream, customer_id, NOUN, decide, unique_values
+    )
+    return CustomerOutcome(customer.state, position)
 
 
 def load_customer(app: PanelApplication, tenant_id: str, customer_id: str) -> Customer:
-    try:
-        customer: Customer = app.repository.get(stream_id(KIND, tenant_id, customer_id))
-    except AggregateNotFoundError:
-        msg = f"customer {customer_id} not found"
-        raise NotFound(msg) from None
+    customer: Customer = saving.load(
+        app, stream_id(KIND, tenant_id, customer_id), NOUN, customer_id
+    )
     return customer

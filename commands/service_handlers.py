@@ -1,8 +1,5 @@
-"""One handler per service command: load, decide, save, return.
-
-As for customers (commands/handlers.py), every save carries the service's events and its
-`order` uniqueness record in one transaction, and a save that loses a race is decided again
-on the newer state: the loser ends in a clear 409, never in two services with one order."""
+"""One handler per service command: load, decide, save, return (the save loop, with the
+uniqueness record of `order`, is commands/saving.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError
-
-from commands import uniqueness
+from commands import saving
 from commands.application import PanelApplication
 from commands.context import Meta
-from commands.errors import Conflict, NotFound
 from commands.service import (
     KIND,
     NOUN,
@@ -32,7 +25,6 @@ from commands.service import (
 from events.base import stream_id
 from events.service import Banner, ServiceState
 
-_RETRIES = 8
 T = TypeVar("T")
 
 
@@ -50,26 +42,10 @@ class BannerOutcome:
 
 
 def create_service(app: PanelApplication, cmd: CreateService) -> ServiceOutcome:
-    for _ in range(_RETRIES):
-        service = Service.create(cmd)
-        records = uniqueness.changes(
-            app, cmd.meta, cmd.service_id, {}, unique_values(service.state), NOUN
-        )
-        try:
-            position = app.commit(service, *records)
-        except IntegrityError:
-            existing = _find_service(app, cmd.meta.tenant_id, cmd.service_id)
-            if existing is None:
-                continue  # a uniqueness record moved under us: decide again
-            # The id is taken, unless by this very request: a retry after a lost commit
-            # acknowledgement (the store retries inserts), or the client repeating itself.
-            first = next(iter(app.events.get(existing.id, lte=1)), None)
-            if getattr(first, "request_id", None) != cmd.meta.request_id:
-                msg = f"a service with _id {cmd.service_id} already exists"
-                raise Conflict(msg) from None
-            return ServiceOutcome(existing.state, None)
-        return ServiceOutcome(service.state, position)
-    raise _busy()
+    service, position = saving.create(
+        app, cmd.meta, cmd.service_id, NOUN, lambda: Service.create(cmd), unique_values
+    )
+    return ServiceOutcome(service.state, position)
 
 
 def update_service(app: PanelApplication, cmd: UpdateService) -> ServiceOutcome:
@@ -104,53 +80,13 @@ def _outcome(changed: tuple[ServiceState, None, int | None]) -> ServiceOutcome:
 def _change(
     app: PanelApplication, meta: Meta, service_id: str, decide: Callable[[Service], T]
 ) -> tuple[ServiceState, T, int | None]:
-    """Load, decide, save. After a lost race the decision is made again on the newer state;
-    a command pinned to a version (If-Match) then fails its version check (409)."""
-    for _ in range(_RETRIES):
-        service = load_service(app, meta.tenant_id, service_id)
-        before = unique_values(service.state)
-        result = decide(service)
-        records = uniqueness.changes(
-            app, meta, service_id, before, unique_values(service.state), NOUN
-        )
-        try:
-            position = app.commit(service, *records)
-        except IntegrityError:
-            done = _applied_by(app, meta.request_id, service.id, service.version)
-            if done is not None:
-                return done.state, result, None
-            continue
-        return service.state, result, position
-    raise _busy()
-
-
-def _applied_by(
-    app: PanelApplication, request_id: str, stream: str, decided_version: int
-) -> Service | None:
-    """The service, if this very request's events were stored after all: the store retries an
-    insert whose commit acknowledgement was lost, and the retry then collides with itself."""
-    service: Service = app.repository.get(stream)
-    if service.version < decided_version:
-        return None
-    event = next(iter(app.events.get(stream, gt=decided_version - 1, lte=decided_version)), None)
-    return service if getattr(event, "request_id", None) == request_id else None
-
-
-def _busy() -> Conflict:
-    return Conflict("the service is being changed by other requests; try again")
-
-
-def _find_service(app: PanelApplication, tenant_id: str, service_id: str) -> Service | None:
-    try:
-        return load_service(app, tenant_id, service_id)
-    except NotFound:
-        return None
+    stream = stream_id(KIND, meta.tenant_id, service_id)
+    service, result, position = saving.change(
+        app, meta, stream, service_id, NOUN, decide, unique_values
+    )
+    return service.state, result, position
 
 
 def load_service(app: PanelApplication, tenant_id: str, service_id: str) -> Service:
-    try:
-        service: Service = app.repository.get(stream_id(KIND, tenant_id, service_id))
-    except AggregateNotFoundError:
-        msg = f"service {service_id} not found"
-        raise NotFound(msg) from None
+    service: Service = saving.load(app, stream_id(KIND, tenant_id, service_id), NOUN, service_id)
     return service

@@ -1,0 +1,103 @@
+"""How every handler saves: an aggregate's new events and its uniqueness records in one
+transaction, deciding again after a lost race.
+
+Two requests that change one entity (or take one unique value) race for the same
+(stream, version) in the event store; exactly one commits. The loser decides again on the
+newer state, so it ends in a clear outcome (a 409 from a taken value or a pinned version, or
+its change applied on top), never in a lost update or a duplicate. An `IntegrityError` may
+also be the store's own retry of an insert whose commit acknowledgement was lost, colliding
+with the events it already stored: that is recognised by the request id and is a success.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import BaseAggregate
+from eventsourcing.persistence import IntegrityError
+
+from commands import uniqueness
+from commands.application import PanelApplication
+from commands.context import Meta
+from commands.errors import Conflict, NotFound
+
+RETRIES = 8
+
+
+E = TypeVar("E", bound=BaseAggregate[str])
+T = TypeVar("T")
+UniqueValues = Callable[[Any], Mapping[str, str | None]]
+
+
+def load(app: PanelApplication, stream: str, noun: str, entity_id: str) -> Any:
+    try:
+        return app.repository.get(stream)
+    except AggregateNotFoundError:
+        msg = f"{noun} {entity_id} not found"
+        raise NotFound(msg) from None
+
+
+def create(
+    app: PanelApplication,
+    meta: Meta,
+    entity_id: str,
+    noun: str,
+    make: Callable[[], E],
+    unique_values: UniqueValues,
+) -> tuple[E, int | None]:
+    """Save a new entity; an id already taken is a 409, unless by this very request."""
+    for _ in range(RETRIES):
+        entity = make()
+        state = entity.state  # type: ignore[attr-defined]
+        records = uniqueness.changes(app, meta, entity_id, {}, unique_values(state), noun)
+        try:
+            return entity, app.commit(entity, *records)
+        except IntegrityError:
+            try:
+                existing: E = app.repository.get(entity.id)
+            except AggregateNotFoundError:
+                continue  # a uniqueness record moved under us: decide again
+            if _request_of(app, entity.id, 1) != meta.request_id:
+                msg = f"a {noun} with _id {entity_id} already exists"
+                raise Conflict(msg) from None
+            return existing, None
+    raise _busy(noun)
+
+
+def change(
+    app: PanelApplication,
+    meta: Meta,
+    stream: str,
+    entity_id: str,
+    noun: str,
+    decide: Callable[[E], T],
+    unique_values: UniqueValues,
+) -> tuple[E, T, int | None]:
+    """Load, decide, save. After a lost race the decision is made again on the newer state;
+    a command pinned to a version (If-Match) then fails its version check (409)."""
+    for _ in range(RETRIES):
+        entity: E = load(app, stream, noun, entity_id)
+        before = unique_values(entity.state)  # type: ignore[attr-defined]
+        result = decide(entity)
+        after = unique_values(entity.state)  # type: ignore[attr-defined]
+        records = uniqueness.changes(app, meta, entity_id, before, after, noun)
+        try:
+            return entity, result, app.commit(entity, *records)
+        except IntegrityError:
+            decided = entity.version
+            stored: E = app.repository.get(stream)
+            if stored.version >= decided and _request_of(app, stream, decided) == meta.request_id:
+                return stored, result, None  # stored after all: see the module docstring
+    raise _busy(noun)
+
+
+def _request_of(app: PanelApplication, stream: str, version: int) -> str | None:
+    event = next(iter(app.events.get(stream, gt=version - 1, lte=version)), None)
+    request_id = getattr(event, "request_id", None)
+    return str(request_id) if request_id is not None else None
+
+
+def _busy(noun: str) -> Conflict:
+    return Conflict(f"the {noun} is being changed by other requests; try again")
