@@ -10,7 +10,7 @@ import zlib
 from typing import Any
 
 import pytest
-from PIL import ExifTags, Image, ImageCms, ImageFile, PngImagePlugin
+from PIL import ExifTags, Image, ImageCms, ImageFile, JpegImagePlugin, PngImagePlugin
 
 from commands.errors import PayloadTooLarge, UnsupportedMedia
 from commands.images import MAX_UPLOAD_BYTES, inspect_image
@@ -314,3 +314,167 @@ def test_cleaning_refuses_to_run_if_truncated_images_were_allowed_process_wide(
 
     with pytest.raises(RuntimeError, match="LOAD_TRUNCATED_IMAGES"):
         inspect_image(encode(picture(), "png"))
+
+
+PNG_WITHOUT_PALETTE = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000040000000408030000009e2f6e4c0000000b49444154789c63"
+    "60c00400001400017dfe1eee0000000049454e44ae426082"
+)
+
+
+def test_a_palette_png_without_a_palette_is_unsupported_media_not_a_server_error() -> None:
+    with pytest.raises(UnsupportedMedia) as refused:
+        inspect_image(PNG_WITHOUT_PALETTE)
+
+    assert refused.value.errors[0].field == "file"
+
+
+def test_an_image_pillow_decodes_but_cannot_re_encode_is_unsupported_media(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken_save(*args: object, **kwargs: object) -> None:
+        raise UnboundLocalError("cannot access local variable 'mode'")
+
+    upload = encode(picture(), "png")
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+
+    with pytest.raises(UnsupportedMedia, match="not a valid PNG"):
+        inspect_image(upload)
+
+
+def with_repeated_last_scan(jpeg: bytes, copies: int) -> bytes:
+    """The JPEG with its last scan (SOS segment up to EOI) repeated: still decodes, but
+    libjpeg re-processes the whole image once per scan."""
+    last_scan, end = jpeg.rindex(b"\xff\xda"), jpeg.rindex(b"\xff\xd9")
+    return jpeg[:end] + jpeg[last_scan:end] * copies + jpeg[end:]
+
+
+def test_a_progressive_jpeg_with_too_many_scans_is_refused_before_it_is_decoded() -> None:
+    progressive = encode(picture(64, 64), "jpeg", progressive=True)
+    assert 1 < progressive.count(b"\xff\xda") < 20
+    bomb = with_repeated_last_scan(progressive, 200)
+    assert reopen(bomb).size == (64, 64), "Pillow alone decodes it"
+
+    with pytest.raises(UnsupportedMedia, match="scans"):
+        inspect_image(bomb)
+
+    assert inspect_image(progressive).format == "jpeg"
+    assert inspect_image(with_repeated_last_scan(progressive, 50)).format == "jpeg"
+
+
+def with_declared_size(jpeg: bytes, width: int, height: int) -> bytes:
+    """The JPEG with other dimensions in its frame header (only the header is ever read)."""
+    sof = min(i for i in (jpeg.find(b"\xff\xc0"), jpeg.find(b"\xff\xc2")) if i >= 0)
+    return jpeg[: sof + 5] + struct.pack(">HH", height, width) + jpeg[sof + 9 :]
+
+
+def test_png_and_webp_are_capped_at_4096_by_4096_pixels_from_the_header() -> None:
+    with pytest.raises(PayloadTooLarge, match="pixels"):
+        inspect_image(blank_bilevel_png(4097, 4096))
+
+    clean = inspect_image(blank_bilevel_png(4096, 4096))
+
+    assert (clean.width, clean.height) == (2560, 2560)
+
+
+def test_a_baseline_jpeg_may_declare_more_pixels_but_a_progressive_one_may_not() -> None:
+    baseline = encode(picture(64, 48), "jpeg")
+    progressive = encode(picture(64, 48), "jpeg", progressive=True)
+
+    with pytest.raises(PayloadTooLarge, match="pixels"):
+        inspect_image(with_declared_size(baseline, 10_000, 5_001))  # 50 million and one
+    with pytest.raises(PayloadTooLarge, match="pixels"):
+        inspect_image(with_declared_size(progressive, 5_000, 4_000))  # 20 million
+    # Under the baseline JPEG cap: decoded (libjpeg fills the missing pixels) and downscaled.
+    assert inspect_image(with_declared_size(baseline, 5_000, 4_000)).width == 2560
+
+
+def test_a_large_jpeg_is_decoded_reduced_and_stored_at_most_2560_pixels_wide(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoded: list[tuple[int, int]] = []
+    load = JpegImagePlugin.JpegImageFile.load
+
+    def spy(self: JpegImagePlugin.JpegImageFile) -> Any:
+        result = load(self)
+        decoded.append(self.size)
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", spy)
+    upload = encode(picture(6000, 4000), "jpeg", quality=50)
+
+    clean = inspect_image(upload)
+
+    assert decoded[0] == (3000, 2000), "libjpeg decoded it at half size"
+    assert (clean.width, clean.height) == (2560, 1707)
+    assert reopen(clean.data).size == (2560, 1707)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode"), [("png", "RGB"), ("png", "P"), ("png", "1"), ("png", "I;16"), ("webp", "RGB")]
+)
+def test_every_image_is_stored_at_most_2560_pixels_on_its_longest_side(fmt: str, mode: str) -> None:
+    image = picture(1200, 3000)
+    if mode == "P":  # a flat palette image (a dithered one would not fit once resampled)
+        image = image.quantize(16, dither=Image.Dither.NONE)
+    upload = encode(image.convert(mode), fmt)
+
+    clean = inspect_image(upload)
+
+    assert (clean.width, clean.height) == (1024, 2560)
+    assert reopen(clean.data).size == (1024, 2560)
+
+
+def test_the_stored_size_reports_the_downscaled_upright_photo() -> None:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    upload = encode(picture(3000, 1500), "jpeg", exif=exif)
+
+    clean = inspect_image(upload)
+
+    assert (clean.width, clean.height) == (1280, 2560)
+
+
+def test_a_large_palette_png_with_transparency_keeps_it_when_downscaled() -> None:
+    image = Image.new("P", (3000, 100), 0)
+    image.putpalette([255, 0, 0, 0, 0, 255])
+    image.paste(1, (1500, 0, 3000, 100))
+
+    stored = reopen(inspect_image(encode(image, "png", transparency=0)).data).convert("RGBA")
+
+    assert stored.size == (2560, 85)
+    assert stored.getpixel((0, 0))[3] == 0  # type: ignore[index]
+    assert stored.getpixel((2559, 0)) == (0, 0, 255, 255)
+
+
+def noise(width: int, height: int) -> Image.Image:
+    return Image.frombytes("RGB", (width, height), random.Random(3).randbytes(width * height * 3))
+
+
+def test_an_image_too_large_once_cleaned_is_refused() -> None:
+    upload = encode(noise(256, 256), "jpeg", quality=5)
+    assert len(upload) < 6_000
+    assert inspect_image(upload).size > 9_000, "re-encoding at quality 90 grows it"
+
+    with pytest.raises(PayloadTooLarge, match="too large once cleaned"):
+        inspect_image(upload, max_stored_bytes=9_000)
+
+
+def test_a_lossless_webp_is_stored_losslessly() -> None:
+    logo = Image.new("RGB", (64, 48), "white")
+    logo.paste((200, 30, 30), (8, 8, 40, 40))
+    logo.paste((20, 20, 220), (30, 20, 60, 44))
+    upload = encode(logo, "webp", lossless=True)
+    assert upload[12:16] == b"VP8L"
+
+    clean = inspect_image(upload)
+
+    assert b"VP8L" in clean.data
+    assert reopen(clean.data).tobytes() == logo.tobytes()
+
+
+def test_a_lossy_webp_stays_lossy() -> None:
+    clean = inspect_image(encode(picture(), "webp", quality=80))
+
+    assert b"VP8L" not in clean.data
+    assert b"VP8 " in clean.data
