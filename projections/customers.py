@@ -16,7 +16,7 @@ import psycopg
 from psycopg import AsyncConnection
 
 from events.base import PanelEvent
-from events.customer import PERSONAL_FIELDS, CustomerState, evolve
+from events.customer import CustomerState, evolve
 from events.timefmt import parse_iso
 from projections.paging import Page, PageQuery, fetch_page
 from projections.versioned import MissingEvents, fold_batch
@@ -52,9 +52,18 @@ def project(
     return set(changed)
 
 
+def search_text(state: CustomerState) -> str:
+    """What `phrase` searches: the full name on one line (so "anna nowak" finds Anna Nowak),
+    then email, phone and note one per line, so a phrase (never multi-line) matches within
+    one of them, not across two."""
+    personal = state.personal
+    name = " ".join(v for f in ("firstName", "lastName") if (v := personal.get(f)))
+    lines = [name, *(personal.get(f) for f in ("email", "phone", "note"))]
+    return "\n".join(v for v in lines if v).lower()
+
+
 def _row(state: CustomerState) -> tuple[Any, ...]:
-    # one field per line: a phrase (never multi-line) can't match across two fields
-    search = "\n".join(v for f in PERSONAL_FIELDS if (v := state.personal.get(f))).lower()
+    search = search_text(state)
     return (
         state.tenant_id,
         state.id,

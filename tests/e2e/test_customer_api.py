@@ -714,6 +714,8 @@ def test_phrase_searches_names_email_phone_and_note_case_insensitively(
     assert found_by(tenant, "ANNA.NOWAK@Example.COM") == [anna]
     assert found_by(tenant, "nowak") == [anna]
     assert found_by(tenant, "ANNA") == [anna]
+    assert found_by(tenant, "anna nowak") == [anna]  # the full name
+    assert found_by(tenant, "example.com 48512") == []  # never across two fields
     assert found_by(tenant, "kowal") == [jan]
     assert found_by(tenant, "512345") == [anna]
     assert found_by(tenant, "+48 512-345") == [anna]  # phone-shaped: matches the digits

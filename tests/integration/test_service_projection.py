@@ -110,7 +110,7 @@ def test_events_in_order_build_the_aggregates_state(
     assert stored["dto"] == state.to_dto()
     assert stored["media"] == {"m1": IMAGE["sha256"]}
     assert stored["sort_order"] == 3
-    assert stored["search"] == "v3 krótki opis haircut short"
+    assert stored["search"] == "v3\nkrótki opis\nhaircut\nshort"  # one field per line
 
 
 def test_duplicates_and_older_events_change_nothing(
