@@ -8,7 +8,7 @@ from eventsourcing.domain import BaseAggregate
 
 from commands.contact import email_key
 from commands.context import Meta
-from commands.errors import Conflict
+from commands.lifecycle import check_version, first_history, next_history
 from events.base import PanelEvent, stream_id
 from events.customer import (
     CustomerDetailsChanged,
@@ -71,7 +71,7 @@ class Customer(BaseAggregate[str]):
 
     @classmethod
     def register(cls, cmd: RegisterCustomer) -> Customer:
-        history = cmd.state_history or [{"state": cmd.state, "setAt": iso_ms(cmd.meta.at)}]
+        history = first_history(cmd.state, cmd.state_history, cmd.meta.at)
         return cls._create(
             CustomerRegistered,
             id=stream_id(KIND, cmd.meta.tenant_id, cmd.customer_id),
@@ -102,22 +102,15 @@ class Customer(BaseAggregate[str]):
             self._set_state(cmd.meta, "inactive", [])
 
     def _set_state(self, meta: Meta, state: str, sent_history: list[StateEntry]) -> None:
-        """A sent history is stored verbatim; `[]` keeps the stored one, appending on change."""
-        if sent_history:
-            history = list(sent_history)
-        elif state != self.state.state:
-            history = [*self.state.state_history, {"state": state, "setAt": iso_ms(meta.at)}]
-        else:
-            history = self.state.state_history
-        if state != self.state.state or history != self.state.state_history:
+        current = self.state
+        history = next_history(current.state, current.state_history, state, sent_history, meta.at)
+        if state != current.state or history != current.state_history:
             self.trigger_event(
                 CustomerStateChanged, state=state, state_history=history, **meta.event_fields()
             )
 
     def _check_version(self, expected: int | None) -> None:
-        if expected is not None and expected != self.version:
-            msg = f"customer is at version {self.version}, not {expected}"
-            raise Conflict(msg)
+        check_version(NOUN, self.version, expected)
 
 
 def unique_values(state: CustomerState | None) -> dict[str, str | None]:

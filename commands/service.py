@@ -10,12 +10,12 @@ service holds at most MAX_BANNERS banners (422).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from eventsourcing.domain import BaseAggregate
 
 from commands.context import Meta
-from commands.errors import Conflict, FieldError, NotFound, RuleViolation
+from commands.errors import FieldError, NotFound, RuleViolation
+from commands.lifecycle import check_version, first_history, next_history
 from events.base import PanelEvent, stream_id
 from events.service import (
     Banner,
@@ -121,17 +121,6 @@ class RemoveServiceBanner:
     expected_version: int | None
 
 
-def next_history(
-    current: str, history: list[StateEntry], state: str, sent: list[StateEntry], at: datetime
-) -> list[StateEntry]:
-    """A sent history is stored verbatim; `[]` keeps the stored one, appending on change."""
-    if sent:
-        return list(sent)
-    if state != current:
-        return [*history, {"state": state, "setAt": iso_ms(at)}]
-    return history
-
-
 class Service(BaseAggregate[str]):
     """Folds service events with `events.service.evolve`; decides with the methods below."""
 
@@ -146,7 +135,7 @@ class Service(BaseAggregate[str]):
     @classmethod
     def create(cls, cmd: CreateService) -> Service:
         _check_versions(cmd.details)
-        history = cmd.state_history or [{"state": cmd.state, "setAt": iso_ms(cmd.meta.at)}]
+        history = first_history(cmd.state, cmd.state_history, cmd.meta.at)
         return cls._create(
             ServiceCreated,
             id=stream_id(KIND, cmd.meta.tenant_id, cmd.service_id),
@@ -241,9 +230,7 @@ class Service(BaseAggregate[str]):
             )
 
     def _check_version(self, expected: int | None) -> None:
-        if expected is not None and expected != self.version:
-            msg = f"service is at version {self.version}, not {expected}"
-            raise Conflict(msg)
+        check_version(NOUN, self.version, expected)
 
 
 def _check_versions(details: Details) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from commands.context import Meta
 from commands.errors import Conflict, NotFound, RuleViolation
+from commands.lifecycle import next_history
 from commands.service import (
     MAX_BANNERS,
     CreateService,
@@ -19,7 +20,6 @@ from commands.service import (
     Service,
     SetRequiredResources,
     UpdateService,
-    next_history,
     unique_values,
 )
 from events import envelope
