@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from eventsourcing.domain import CanInitAggregate, CanMutateAggregate
+
+#: The states every entity can be in (CONTRACT.md, Common DTO fields).
+EntityState = Literal["active", "inactive", "archived", "deleted"]
 
 
 @dataclass(frozen=True)

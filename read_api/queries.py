@@ -18,11 +18,11 @@ from beeoclock.ids import entity_id
 from beeoclock.settings import Settings
 from beeoclock.text import printable
 from commands.errors import FieldError, InvalidCommand, NotFound
+from events.base import EntityState
 from projections.cache import generation_key
 from projections.paging import Page, PageQuery
 from read_api.deps import CacheDep, PoolDep, ReadGate, read_through
 
-State = Literal["active", "inactive", "archived", "deleted"]
 FindOne = Callable[[AsyncConnection[Any], str, str], Awaitable[str | None]]
 FindPage = Callable[[AsyncConnection[Any], str, PageQuery], Awaitable[Page]]
 
@@ -41,7 +41,7 @@ class PageParams:
         order_by: Annotated[str, Query(alias="orderBy", max_length=40)] = "updatedAt",
         order_dir: Annotated[Literal["asc", "desc"], Query(alias="orderDir")] = "desc",
         phrase: Annotated[str | None, Query(max_length=200)] = None,
-        state: Annotated[list[State] | None, Query()] = None,
+        state: Annotated[list[EntityState] | None, Query()] = None,
         updated_since: Annotated[datetime | None, Query(alias="updatedSince")] = None,
         cursor: Annotated[str | None, Query(max_length=512)] = None,
     ) -> PageQuery:

@@ -25,14 +25,13 @@ from commands.contact import normalize_email, normalize_phone
 from commands.customer import DeleteCustomer, RegisterCustomer, UpdateCustomer
 from commands.errors import FieldError, InvalidCommand
 from events.customer import PERSONAL_FIELDS, Personal, StateEntry
-from events.timefmt import client_instant
 from write_api.deps import ApplicationDep
+from write_api.fields import Instant, State, StateEntryBody
 from write_api.responses import entity_response
 
 router = APIRouter(prefix="/api/v1/customer", tags=["customer"])
 
 CustomerType = Literal["regular", "unregistered", "new", "anonymous"]
-State = Literal["active", "inactive", "archived", "deleted"]
 
 
 def _blank_is_absent(value: object) -> object:
@@ -49,15 +48,6 @@ Note = Annotated[
 ]
 Email = Annotated[str, Field(max_length=254), AfterValidator(normalize_email)]
 Phone = Annotated[str, Field(max_length=32), AfterValidator(normalize_phone)]
-
-
-Instant = Annotated[str, Field(max_length=40), AfterValidator(client_instant)]
-
-
-class StateEntryBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    state: State
-    setAt: Annotated[str, Field(max_length=40), AfterValidator(printable)]  # noqa: N815
 
 
 class CustomerBody(BaseModel):

@@ -38,13 +38,12 @@ from commands.service import (
     UpdateService,
 )
 from events.service import Details, Resource, StateEntry
-from events.timefmt import client_instant
 from write_api.deps import ApplicationDep
+from write_api.fields import Instant, State, StateEntryBody
 from write_api.responses import entity_response
 
 router = APIRouter(prefix="/api/v1/service", tags=["service"])
 
-State = Literal["active", "inactive", "archived", "deleted"]
 DAY_S = 86_400
 MAX_DURATION_S = 30 * DAY_S
 MAX_ORDER = 1_000_000_000
@@ -131,7 +130,6 @@ Text = Annotated[str, AfterValidator(lambda v: printable(v, multiline=True))]
 Language = Annotated[str, AfterValidator(_language)]
 Currency = Annotated[str, Field(max_length=8), AfterValidator(_currency)]
 Amount = Annotated[str, BeforeValidator(_amount_text)]
-Instant = Annotated[str, Field(max_length=40), AfterValidator(client_instant)]
 Color = Annotated[str | None, Field(max_length=16), AfterValidator(_color)]
 Price = Annotated[
     float,
@@ -259,11 +257,6 @@ class ResourcesBody(RootModel[Resources]):
         if isinstance(value, dict) and set(value) == {"requiredResources"}:
             return value["requiredResources"]
         return value
-
-
-class StateEntryBody(_Part):
-    state: State
-    setAt: Annotated[str, Field(max_length=40), AfterValidator(printable)]  # noqa: N815
 
 
 class ServiceBody(_Part):
