@@ -19,9 +19,13 @@ from starlette.responses import Response
 from beeoclock import errors, kafka, migrations
 from beeoclock.blobs import PostgresBlobReader, PostgresBlobStore
 from beeoclock.bodylimit import BodySizeLimit
+from beeoclock.bootstrap import panel_application
 from beeoclock.deps import RequestIdMiddleware
-from beeoclock.settings import Settings
+from beeoclock.gate import RequestGate
+from beeoclock.ratelimit import RateLimiter
+from beeoclock.settings import Settings, SettingsError
 from projections.cache import ReadCache
+from projections.tenant_pool import TenantPool, as_reader
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +34,20 @@ UPLOAD_PATHS = (r"^/api/v1/service/[^/]+/media/?$", r"^/api/v1/service-media/[^/
 
 
 def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> FastAPI:
-    settings.require("database_url", "kafka_bootstrap_servers", "redis_url", "jwt_secret")
+    settings.require("database_url", "kafka_bootstrap_servers", "redis_url", "master_key")
+    problem = settings.token_settings_problem()
+    if problem:
+        raise SettingsError(problem)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         closers: list[Any] = []
+        # the event store: commands (write), history and time travel (read)
+        panel = panel_application(settings, pool_size=None if write else 4)
+        app.state.panel = panel
+        closers.append(panel.close)
         if write:
-            from commands.application import PanelApplication
-
-            panel = PanelApplication(env=settings.eventsourcing_env())
-            app.state.panel = panel
-            closers.append(panel.close)
             # Uploaded media bytes (content-addressed), written by the synchronous routes.
             blob_pool: ConnectionPool[Any] = ConnectionPool(
                 settings.database_url, min_size=1, max_size=4, open=False
@@ -51,20 +57,22 @@ def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> 
             closers.append(blob_pool.close)
         if read:
             pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                settings.database_url,
+                settings.read_database_url or settings.database_url,
                 min_size=2,
                 max_size=settings.db_pool_size,
                 open=False,
                 kwargs={"autocommit": True},
+                configure=as_reader,
             )
             await pool.open()
-            app.state.read_pool = pool
+            app.state.read_models = TenantPool(pool)
             app.state.blob_reader = PostgresBlobReader(pool)
             closers.append(pool.close)
         client = aredis.Redis.from_url(
             settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
         )
         app.state.cache = ReadCache(client)
+        app.state.rate_limiter = RateLimiter(client)
         closers.append(client.aclose)
         try:
             yield
@@ -82,7 +90,10 @@ def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> 
         lifespan=lifespan,
     )
     errors.install(app)
+    # outermost last: request id -> gate (auth, permissions, rate limits, access log) ->
+    # body size limit -> the routes
     app.add_middleware(BodySizeLimit, exempt=UPLOAD_PATHS)
+    app.add_middleware(RequestGate, routes=app.router.routes, settings=settings)
     app.add_middleware(RequestIdMiddleware)
     for router in _routers(write=write, read=read):
         app.include_router(router)
@@ -118,10 +129,11 @@ def _routers(*, write: bool, read: bool) -> list[APIRouter]:
         routers += [write_customers, write_services, write_service_media]
     if read:
         from read_api.customers import router as read_customers
+        from read_api.history import router as read_history
         from read_api.service_media import router as read_service_media
         from read_api.services import router as read_services
 
-        routers += [read_customers, read_services, read_service_media]
+        routers += [read_customers, read_services, read_service_media, read_history]
     return routers
 
 

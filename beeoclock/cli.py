@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 
+from beeoclock.permissions import ALL_PERMISSIONS
 from beeoclock.settings import Settings, SettingsError, load_settings
 
-ALL_PERMISSIONS = [
-    "READ_CUSTOMER",
-    "CREATE_CUSTOMER",
-    "EDIT_CUSTOMER",
-    "DELETE_CUSTOMER",
-    "READ_SERVICE",
-    "CREATE_SERVICE",
-    "EDIT_SERVICE",
-    "DELETE_SERVICE",
-    "MANAGE_SERVICE_MEDIA",
-    "READ_AUDIT",
-]
 DEV_ENV_FILE = Path(".beeoclock") / "dev.env"
 
 
@@ -63,6 +55,7 @@ def cmd_relay(settings: Settings, _: argparse.Namespace) -> None:
 def cmd_projector(settings: Settings, _: argparse.Namespace) -> None:
     from workers.projector import Projector
 
+    settings.require("master_key")  # it opens personal data to project it
     _run_worker(settings, Projector)
 
 
@@ -83,12 +76,122 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> None:
             "missing settings: BEEOCLOCK_JWT_SECRET (or run `beeoclock dev` in this folder)"
         )
     permissions = (
-        ALL_PERMISSIONS
+        list(ALL_PERMISSIONS)
         if args.permissions == "all"
         else [p.strip() for p in args.permissions.split(",") if p.strip()]
     )
     tenants = dict.fromkeys(args.tenant, permissions)
     print(mint_token(secret, args.sub, tenants, args.ttl))
+
+
+def _operator_settings(settings: Settings) -> Settings:
+    """Settings for operator tools: the environment's, else those of the `dev` stack
+    running in this folder (.beeoclock/dev.env)."""
+    if settings.database_url:
+        return settings
+    values = {k.removeprefix("BEEOCLOCK_").lower(): v for k, v in _dev_env().items()}
+    return settings.model_copy(
+        update={k: v for k, v in values.items() if k in Settings.model_fields}
+    )
+
+
+def _fail(message: str, code: int = 1) -> None:
+    print(f"beeoclock: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _instant(value: str) -> datetime:
+    from events.timefmt import parse_iso
+
+    try:
+        return parse_iso(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO-8601 date-time") from None
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> None:
+    from workers.replay import TARGETS, Replay, ReplayError
+
+    settings = _operator_settings(settings)
+    settings.require("database_url", "master_key")
+    names = list(TARGETS) if args.projection == "all" else [args.projection]
+    damaged = False
+    for name in names:
+        replay = Replay(
+            settings,
+            TARGETS[name],
+            args.tenant,
+            batch=args.batch,
+            restart=args.restart,
+            progress=not args.quiet,
+            checking=args.check,
+        )
+        try:
+            report = replay.check() if args.check else replay.run()
+        except ReplayError as exc:
+            _fail(str(exc))
+        damaged |= report.damaged
+        print(json.dumps(report.as_dict()), flush=True)
+    if args.check and damaged:
+        sys.exit(1)
+
+
+def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> None:
+    import psycopg
+
+    from beeoclock.bootstrap import panel_application
+    from workers.audit import export
+
+    settings = _operator_settings(settings)
+    settings.require("database_url", "master_key")
+    app = panel_application(settings, pool_size=2)
+    out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        with psycopg.connect(settings.database_url) as conn:
+            count = export(
+                app, conn, out, args.tenant, args.entity, args.since, args.until, args.format
+            )
+    finally:
+        app.close()
+        if args.output:
+            out.close()
+    print(f"beeoclock: exported {count} events", file=sys.stderr)
+
+
+def cmd_gdpr(settings: Settings, args: argparse.Namespace) -> None:
+    import psycopg
+    import redis
+
+    from beeoclock.bootstrap import panel_application
+    from commands.errors import DomainError
+    from workers import gdpr
+
+    settings = _operator_settings(settings)
+    settings.require("database_url", "master_key")
+    app = panel_application(settings, pool_size=2)
+    client = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    try:
+        with psycopg.connect(settings.database_url) as conn:
+            if args.action == "export":
+                document = gdpr.export_customer(
+                    app, conn, settings, args.tenant, args.customer, client
+                )
+            else:
+                actor = args.actor or f"operator:{getpass.getuser()}"
+                document = gdpr.erase_customer(
+                    app, conn, settings, args.tenant, args.customer, args.reason, actor, client
+                )
+    except DomainError as exc:
+        _fail(exc.message)
+    finally:
+        app.close()
+        if client is not None:
+            client.close()
+    text = json.dumps(document, indent=2, ensure_ascii=False)
+    if getattr(args, "output", None):
+        Path(args.output).write_text(text + "\n")
+    else:
+        print(text)
 
 
 def _dev_env() -> dict[str, str]:
@@ -148,6 +251,50 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", default="dev-user", help="the token subject (user id)")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     token.set_defaults(func=cmd_token)
+
+    replay = sub.add_parser(
+        "replay", help="rebuild read models from the event store and swap them in, live"
+    )
+    replay.add_argument("--projection", choices=["customers", "services", "all"], default="all")
+    replay.add_argument("--tenant", help="rebuild one tenant's rows only")
+    replay.add_argument(
+        "--check",
+        action="store_true",
+        help="rebuild aside and report how the live read model differs (exit 1 if it does)",
+    )
+    replay.add_argument(
+        "--restart", action="store_true", help="start over instead of resuming a broken run"
+    )
+    replay.add_argument("--batch", type=int, default=5000, help="events per transaction")
+    replay.add_argument("--quiet", action="store_true", help="no progress line")
+    replay.set_defaults(func=cmd_replay)
+
+    audit = sub.add_parser("audit", help="audit trail tools").add_subparsers(
+        dest="audit_command", required=True, metavar="ACTION"
+    )
+    audit_export = audit.add_parser("export", help="a tenant's events with who, when and what")
+    audit_export.add_argument("--tenant", required=True)
+    audit_export.add_argument("--entity", help="one customer or service id")
+    audit_export.add_argument("--since", type=_instant, help="from this ISO instant (included)")
+    audit_export.add_argument("--until", type=_instant, help="to this ISO instant (excluded)")
+    audit_export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    audit_export.add_argument("--output", help="a file (default: standard output)")
+    audit_export.set_defaults(func=cmd_audit_export)
+
+    gdpr = sub.add_parser("gdpr", help="a customer's data: export it, or erase it").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    gdpr_export = gdpr.add_parser("export", help="everything about one customer, as JSON")
+    gdpr_erase = gdpr.add_parser(
+        "erase", help="crypto-shred a customer's personal data and purge read models and caches"
+    )
+    for action in (gdpr_export, gdpr_erase):
+        action.add_argument("--tenant", required=True)
+        action.add_argument("--customer", required=True)
+        action.set_defaults(func=cmd_gdpr)
+    gdpr_export.add_argument("--output", help="a file (default: standard output)")
+    gdpr_erase.add_argument("--reason", required=True, help="why (recorded; no personal data)")
+    gdpr_erase.add_argument("--actor", help="who erases (default: operator:<login name>)")
     return parser
 
 

@@ -13,7 +13,8 @@ import time
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+
+from projections.tenant_pool import TenantPool
 
 _RECORD_APPLIED = (
     "INSERT INTO applied_positions (tenant_id, stream, position) VALUES (%s, %s, %s) "
@@ -37,8 +38,8 @@ class NotCaughtUp(Exception):
     """The projections did not reach the required position in time."""
 
 
-async def positions(pool: AsyncConnectionPool[Any], tenant_id: str, stream: str) -> tuple[int, int]:
-    async with pool.connection() as conn:
+async def positions(pool: TenantPool, tenant_id: str, stream: str) -> tuple[int, int]:
+    async with pool.connection(tenant_id) as conn:
         cur = await conn.execute(_READ_POSITIONS, {"t": tenant_id, "s": stream}, prepare=True)
         row = await cur.fetchone()
     assert row is not None
@@ -46,7 +47,7 @@ async def positions(pool: AsyncConnectionPool[Any], tenant_id: str, stream: str)
 
 
 async def wait_until_applied(
-    pool: AsyncConnectionPool[Any],
+    pool: TenantPool,
     tenant_id: str,
     stream: str,
     min_position: int | None,

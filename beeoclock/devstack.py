@@ -4,6 +4,7 @@ processes, restarted if they crash. Ctrl-C or SIGTERM stops the children, then t
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from beeoclock import embedded
 from beeoclock.auth import mint_token
+from beeoclock.permissions import ALL_PERMISSIONS
 from beeoclock.settings import Settings
 
 _CHILDREN = {
@@ -46,6 +48,8 @@ def run_dev_stack(settings: Settings, *, port: int, env_file: Path) -> None:
                 "BEEOCLOCK_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
                 "BEEOCLOCK_REDIS_URL": settings.redis_url,
                 "BEEOCLOCK_JWT_SECRET": settings.jwt_secret or secrets.token_urlsafe(32),
+                "BEEOCLOCK_MASTER_KEY": settings.master_key
+                or base64.b64encode(secrets.token_bytes(32)).decode(),
             }
             if not settings.database_url:
                 data = Path(tempfile.mkdtemp(prefix="beeoclock-pg-"))
@@ -76,7 +80,7 @@ def run_dev_stack(settings: Settings, *, port: int, env_file: Path) -> None:
             token = mint_token(
                 values["BEEOCLOCK_JWT_SECRET"],
                 "dev-user",
-                {"dev-tenant": _all_permissions()},
+                {"dev-tenant": list(ALL_PERMISSIONS)},
                 12 * 3600,
             )
             _say(f"ready: http://127.0.0.1:{port}  (docs at /docs)")
@@ -141,12 +145,6 @@ def _probe(port: int, secret: str, timeout_s: float = 90) -> None:
         except urllib.error.HTTPError as exc:
             if exc.code != 503 or time.monotonic() > deadline:
                 raise
-
-
-def _all_permissions() -> list[str]:
-    from beeoclock.cli import ALL_PERMISSIONS
-
-    return ALL_PERMISSIONS
 
 
 def _say(message: str) -> None:

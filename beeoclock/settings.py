@@ -6,7 +6,9 @@ their own composition root (`beeoclock.bootstrap`).
 
 from __future__ import annotations
 
+import base64
 import re
+from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import unquote, urlsplit
 
@@ -15,6 +17,39 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _WEAK_SECRETS = {"secret", "changeme", "change-me", "password", "jwt-secret", "dev"}
 _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._-]{0,100}$")
+#: JWT algorithms a deployment may accept (pinned by `jwt_algorithms`).
+ALGORITHMS = ("HS256", "RS256", "ES256")
+#: What a request is, for rate limiting (see beeoclock/permissions.py).
+REQUEST_KINDS = ("read", "write", "upload")
+_RATE = re.compile(r"^\s*([0-9]{1,9})\s*/\s*([0-9]{0,6})\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_PERIOD_S = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60}
+_PERIOD_S |= {"h": 3600, "hour": 3600}
+
+
+@dataclass(frozen=True)
+class Rate:
+    """`count` requests per `period_s` seconds."""
+
+    count: int
+    period_s: int
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.period_s}s"
+
+
+def parse_rate(value: str) -> Rate | None:
+    """`100/min`, `30/m`, `5000/h`, `10/15s`; `off` (no limit) gives None."""
+    if value.strip().lower() == "off":
+        return None
+    match = _RATE.match(value.lower())
+    if not match or int(match[1]) == 0:
+        msg = f"{value!r} is not a rate such as 100/min, 5000/h or off"
+        raise ValueError(msg)
+    return Rate(int(match[1]), int(match[2] or 1) * _PERIOD_S[match[3]])
+
+
+def _words(value: str) -> list[str]:
+    return [w.strip() for w in value.split(",") if w.strip()]
 
 
 class Settings(BaseSettings):
@@ -34,7 +69,44 @@ class Settings(BaseSettings):
     jwt_secret: str = Field(
         "", description="HS256 secret for bearer tokens (at least 32 characters)."
     )
-    jwt_algorithms: str = Field("HS256", description="Accepted JWT algorithms, comma separated.")
+    master_key: str = Field(
+        "",
+        description="The key that wraps each customer's data key (crypto-shredding): 32 random "
+        "bytes, base64. Empty: `dev` makes a random one.",
+    )
+    jwt_algorithms: str = Field(
+        "HS256",
+        description="Accepted JWT algorithms, comma separated: HS256, RS256, ES256. A token "
+        "signed with any other (`none` included) is refused.",
+    )
+    jwt_public_key: str = Field(
+        "",
+        description="RS256/ES256: the identity provider's public key, as PEM text or the path "
+        "of a PEM file.",
+    )
+    jwt_jwks_url: str = Field(
+        "",
+        description="RS256/ES256: the identity provider's JWKS URL; keys are cached and "
+        "fetched again (at most every `jwt_jwks_refetch_s`) for an unknown `kid`.",
+    )
+    jwt_jwks_cache_s: int = Field(
+        3600, ge=10, le=86400, description="How long fetched JWKS keys are used."
+    )
+    jwt_jwks_refetch_s: int = Field(
+        30, ge=1, le=3600, description="Least interval between two JWKS fetches."
+    )
+    jwt_issuer: str = Field("", description="When set, tokens must carry this `iss`.")
+    jwt_audience: str = Field("", description="When set, tokens must carry this `aud`.")
+    jwt_leeway_s: int = Field(
+        30, ge=0, le=300, description="Clock skew allowed on `exp`, `nbf` and `iat`."
+    )
+    jwt_tenants_claim: str = Field(
+        "tenants",
+        min_length=1,
+        max_length=200,
+        description="The claim holding `{tenant: [permissions]}` (an identity provider's "
+        "namespaced custom claim, e.g. `https://beeoclock.com/tenants`).",
+    )
     kafka_topic_prefix: str = Field(
         "beeoclock.", description="Prefix of the Kafka topics (`<prefix>customer`, ...)."
     )
@@ -70,6 +142,23 @@ class Settings(BaseSettings):
     cache_page_ttl_s: int = Field(300, ge=1, description="Redis TTL of a cached page.")
     db_pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL pool size per process.")
     log_level: str = Field("INFO", description="Log level of every process.")
+    read_database_url: str = Field(
+        "",
+        description="PostgreSQL URL of the read API's read-model queries (a login role that "
+        "is a member of `beeoclock_reader`). Empty: `database_url`, narrowed to that role.",
+    )
+    rate_limit_customer_read: str = Field(
+        "600/min", description="Customer reads per tenant and user (`N/s|min|h`, or `off`)."
+    )
+    rate_limit_customer_write: str = Field("300/min", description="Customer writes.")
+    rate_limit_service_read: str = Field("100/min", description="Service reads.")
+    rate_limit_service_write: str = Field("30/min", description="Service writes.")
+    rate_limit_media_upload: str = Field("10/min", description="Service media uploads.")
+    rate_limit_without_redis: str = Field(
+        "read",
+        description="Kinds of request (`read`, `write`, `upload`) served without a limit while "
+        "Redis is unreachable; the others are refused with 503.",
+    )
 
     @field_validator("jwt_secret")
     @classmethod
@@ -79,11 +168,31 @@ class Settings(BaseSettings):
             raise ValueError(msg)
         return value
 
-    @field_validator("database_url")
+    @field_validator("master_key")
+    @classmethod
+    def _master_key(cls, value: str) -> str:
+        if value:
+            try:
+                key = base64.b64decode(
+                    value.strip() + "=" * (-len(value.strip()) % 4), altchars=b"-_", validate=True
+                )
+            except ValueError:
+                key = b""
+            if len(key) != 32 or len(set(key)) < 8:
+                msg = "BEEOCLOCK_MASTER_KEY must be 32 random bytes in base64"
+                raise ValueError(msg)
+        return value
+
+    @property
+    def master_key_bytes(self) -> bytes:
+        value = self.master_key.strip()
+        return base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_")
+
+    @field_validator("database_url", "read_database_url")
     @classmethod
     def _postgres_url(cls, value: str) -> str:
         if value and urlsplit(value).scheme not in {"postgresql", "postgres"}:
-            msg = "BEEOCLOCK_DATABASE_URL must start with postgresql://"
+            msg = "a PostgreSQL URL must start with postgresql://"
             raise ValueError(msg)
         return value
 
@@ -113,17 +222,73 @@ class Settings(BaseSettings):
             raise ValueError(msg)
         return value
 
+    @field_validator(
+        "rate_limit_customer_read",
+        "rate_limit_customer_write",
+        "rate_limit_service_read",
+        "rate_limit_service_write",
+        "rate_limit_media_upload",
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value
+
+    @field_validator("rate_limit_without_redis")
+    @classmethod
+    def _kinds(cls, value: str) -> str:
+        unknown = set(_words(value)) - set(REQUEST_KINDS)
+        if unknown:
+            msg = f"unknown kinds {sorted(unknown)} (known: {', '.join(REQUEST_KINDS)})"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _jwks_url(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in {"https", "http"}:
+            msg = "BEEOCLOCK_JWT_JWKS_URL must be an https:// URL"
+            raise ValueError(msg)
+        return value
+
     @model_validator(mode="after")
     def _known_algorithms(self) -> Settings:
-        unknown = set(self.algorithms) - {"HS256"}
-        if unknown:
-            msg = f"BEEOCLOCK_JWT_ALGORITHMS: unsupported {sorted(unknown)} (supported: HS256)"
+        unknown = set(self.algorithms) - set(ALGORITHMS)
+        if unknown or not self.algorithms:
+            msg = (
+                f"BEEOCLOCK_JWT_ALGORITHMS: unsupported {sorted(unknown)} "
+                f"(supported: {', '.join(ALGORITHMS)})"
+            )
             raise ValueError(msg)
         return self
 
     @property
     def algorithms(self) -> list[str]:
-        return [a.strip() for a in self.jwt_algorithms.split(",") if a.strip()]
+        return _words(self.jwt_algorithms)
+
+    @property
+    def asymmetric_algorithms(self) -> list[str]:
+        return [a for a in self.algorithms if a != "HS256"]
+
+    def token_settings_problem(self) -> str | None:
+        """Why tokens can't be verified with these settings (checked by the APIs at start)."""
+        if "HS256" in self.algorithms and not self.jwt_secret:
+            return "BEEOCLOCK_JWT_SECRET is needed for HS256 (BEEOCLOCK_JWT_ALGORITHMS)"
+        if self.asymmetric_algorithms and not (self.jwt_public_key or self.jwt_jwks_url):
+            return (
+                f"BEEOCLOCK_JWT_PUBLIC_KEY or BEEOCLOCK_JWT_JWKS_URL is needed for "
+                f"{', '.join(self.asymmetric_algorithms)} (BEEOCLOCK_JWT_ALGORITHMS)"
+            )
+        return None
+
+    def rate_limit(self, name: str) -> Rate | None:
+        """The limit of a class (`customer_read`, ...); None when `off`."""
+        value: str = getattr(self, f"rate_limit_{name}")
+        return parse_rate(value)
+
+    @property
+    def kinds_without_redis(self) -> frozenset[str]:
+        return frozenset(_words(self.rate_limit_without_redis))
 
     def require(self, *names: str) -> None:
         """Fail with one clear message naming every missing setting a process needs."""

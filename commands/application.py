@@ -1,12 +1,128 @@
-"""The event-sourced application: the one boundary through which commands reach the store."""
+"""The event-sourced application: the one boundary through which commands reach the store.
+
+Personal data is sealed on its way into the store and opened on its way out (`PanelMapper`,
+with the per-customer keys of events/pii.py), so aggregates, decisions, projections and
+history only ever see plain values, while the stored events, snapshots and Kafka messages
+hold ciphertext. Aggregates with long streams are snapshotted (`SNAPSHOT_EVERY`). Concurrent
+commands are committed in groups (commands/recorder.py).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import datetime
 from functools import cached_property
+from typing import Any, ClassVar
 
 from eventsourcing.application import Application
-from eventsourcing.domain import BaseAggregate
+from eventsourcing.domain import BaseAggregate, CanSnapshotAggregate
+from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent, Transcoding
 from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg import Cursor
+from psycopg.rows import tuple_row
+
+from commands.customer import Customer
+from commands.recorder import PanelRecorder
+from commands.service import Service
+from events.base import split_stream_id
+from events.customer import CustomerState
+from events.pii import Subject, Vault
+from events.service import ServiceState
+
+#: A snapshot every this many events of an entity: time travel and loading read at most this
+#: many events past the nearest snapshot.
+SNAPSHOT_EVERY = 50
+
+#: Extra statements for the insert transaction: (SQL, parameters).
+Statements = Sequence[tuple[str, tuple[Any, ...]]]
+
+
+@dataclass(frozen=True)
+class PanelSnapshot(CanSnapshotAggregate[str]):
+    """The state of an entity at a version (table `panel_snapshots`)."""
+
+    originator_id: str
+    originator_version: int
+    timestamp: datetime
+    topic: str
+    state: dict[str, Any]
+
+
+def _subject(originator_id: str) -> Subject:
+    _, tenant_id, entity_id = split_stream_id(originator_id)
+    return tenant_id, entity_id
+
+
+class PanelMapper(Mapper[str]):
+    """Seals the attributes an event class names in `personal_data` before the event is
+    stored, and opens them when it is read. Without a vault (the relay, migrations) sealed
+    values are left sealed, and storing personal data is refused."""
+
+    def __init__(self, transcoder: JSONTranscoder, vault: Vault | None) -> None:
+        super().__init__(transcoder)
+        self.vault = vault
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        personal: tuple[str, ...] = getattr(type(domain_event), "personal_data", ())
+        if personal:
+            if self.vault is None:
+                msg = "storing personal data needs BEEOCLOCK_MASTER_KEY"
+                raise RuntimeError(msg)
+            subject = _subject(domain_event.originator_id)
+            sealed = object.__new__(type(domain_event))
+            state = dict(vars(domain_event))
+            for name in personal:
+                state[name] = self.vault.seal(subject, state[name])
+            object.__setattr__(sealed, "__dict__", state)
+            domain_event = sealed
+        return super().to_stored_event(domain_event)
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        return self.open_personal(super().to_domain_event(stored_event), copy=False)
+
+    def open_personal(self, event: Any, *, copy: bool = True) -> Any:
+        """The event with its personal data opened (a copy unless told otherwise); as it is
+        without a vault or personal data."""
+        personal: tuple[str, ...] = getattr(type(event), "personal_data", ())
+        if not personal or self.vault is None:
+            return event
+        subject = _subject(event.originator_id)
+        state = dict(vars(event)) if copy else vars(event)
+        for name in personal:
+            state[name] = self.vault.open(subject, state[name])
+        if copy:
+            event = object.__new__(type(event))
+            object.__setattr__(event, "__dict__", state)
+        return event
+
+
+class _StateTranscoding(Transcoding):
+    """An entity state inside a snapshot; a customer's personal data sealed as in events."""
+
+    def __init__(self, cls: type[Any], name: str, vault: Vault | None) -> None:
+        self.type = cls
+        self.name = name
+        self.vault = vault
+        self.names = [f.name for f in fields(cls)]
+
+    def encode(self, obj: Any) -> Any:
+        data = {name: getattr(obj, name) for name in self.names}
+        if "personal" in data:
+            if self.vault is None:
+                msg = "storing personal data needs BEEOCLOCK_MASTER_KEY"
+                raise RuntimeError(msg)
+            data["personal"] = self.vault.seal((obj.tenant_id, obj.id), data["personal"])
+        return data
+
+    def decode(self, data: Any) -> Any:
+        if "personal" in data and self.vault is not None:
+            data = {
+                **data,
+                "personal": self.vault.open((data["tenant_id"], data["id"]), data["personal"]),
+            }
+        return self.type(**data)
 
 
 class PanelApplication(Application[str]):
@@ -16,12 +132,64 @@ class PanelApplication(Application[str]):
     """
 
     name = "Panel"
+    snapshot_class = PanelSnapshot
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {
+        Customer: SNAPSHOT_EVERY,
+        Service: SNAPSHOT_EVERY,
+    }
 
-    def commit(self, *aggregates: BaseAggregate[str]) -> int | None:
-        """Save the aggregates' new events in one transaction; returns the position of the last
-        one. The same transaction records it as the tenant's latest write (a trigger, see
-        projections/migrations/002), which reads wait for (read-your-writes)."""
-        recordings = self.save(*aggregates)
+    def __init__(self, env: dict[str, str] | None = None, *, master_key: bytes | None = None):
+        self.vault = Vault(master_key, self._key_cursor) if master_key else None
+        super().__init__(env=(env or {}) | {"APPLICATION_RECORDER_TOPIC": _RECORDER_TOPIC})
+
+    @contextmanager
+    def _key_cursor(self) -> Iterator[Cursor[Any]]:
+        recorder = self.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        with recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+            yield cur
+
+    def construct_mapper(self) -> Mapper[str]:
+        transcoder = self.construct_transcoder()
+        assert isinstance(transcoder, JSONTranscoder)
+        return PanelMapper(transcoder, self.vault)
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(_StateTranscoding(CustomerState, "customer_state", self.vault))
+        transcoder.register(_StateTranscoding(ServiceState, "service_state", self.vault))
+
+    def open_personal(self, event: Any) -> Any:
+        """A copy of the event with its personal data opened (see `PanelMapper`)."""
+        mapper = self.mapper
+        assert isinstance(mapper, PanelMapper)
+        return mapper.open_personal(event)
+
+    def subjects(self, events: Iterable[Any]) -> set[Subject]:
+        """The (tenant, customer) of every event that carries personal data."""
+        return self.subjects_of_ids(
+            e.originator_id for e in events if getattr(type(e), "personal_data", ())
+        )
+
+    @staticmethod
+    def subjects_of_ids(originator_ids: Iterable[str]) -> set[Subject]:
+        return {_subject(originator_id) for originator_id in originator_ids}
+
+    @contextmanager
+    def keys(self) -> Iterator[None]:
+        """One operation's use of personal data keys (see events/pii.py)."""
+        if self.vault is None:
+            yield
+            return
+        with self.vault.session():
+            yield
+
+    def commit(self, *aggregates: BaseAggregate[str], also: Statements = ()) -> int | None:
+        """Save the aggregates' new events in one transaction (with `also`'s statements);
+        returns the position of the last one. The same transaction records it as the tenant's
+        latest write (a trigger, see projections/migrations/002), which reads wait for
+        (read-your-writes)."""
+        recordings = self.save(*aggregates, also=also)
         if not recordings:
             return None
         return max(r.notification.id for r in recordings)
@@ -40,3 +208,6 @@ class PanelApplication(Application[str]):
             msg = "the uniqueness key is missing: run `beeoclock migrate`"
             raise RuntimeError(msg)
         return bytes(row["key"])
+
+
+_RECORDER_TOPIC = f"{PanelRecorder.__module__}:{PanelRecorder.__qualname__}"

@@ -8,10 +8,12 @@ from eventsourcing.domain import BaseAggregate
 
 from commands.contact import email_key
 from commands.context import Meta
+from commands.errors import NotFound
 from commands.lifecycle import check_version, first_history, next_history
 from events.base import PanelEvent, stream_id
 from events.customer import (
     CustomerDetailsChanged,
+    CustomerErased,
     CustomerRegistered,
     CustomerState,
     CustomerStateChanged,
@@ -58,6 +60,17 @@ class DeleteCustomer:
     expected_version: int | None
 
 
+@dataclass(frozen=True)
+class EraseCustomer:
+    """GDPR erasure: the customer's personal data becomes unreadable everywhere (their key
+    is deleted with the event), their email and phone are released. `reason` is recorded; it
+    must hold no personal data."""
+
+    meta: Meta
+    customer_id: str
+    reason: str
+
+
 class Customer(BaseAggregate[str]):
     """Folds customer events with `events.customer.evolve`; decides with the methods below."""
 
@@ -101,6 +114,13 @@ class Customer(BaseAggregate[str]):
         if self.state.state != "deleted":
             self._set_state(cmd.meta, "inactive", [])
 
+    def erase(self, cmd: EraseCustomer) -> bool:
+        """Erase once; erasing an erased customer changes nothing. True if erased now."""
+        if self.state.erased:
+            return False
+        self.trigger_event(CustomerErased, reason=cmd.reason, **cmd.meta.event_fields())
+        return True
+
     def _set_state(self, meta: Meta, state: str, sent_history: list[StateEntry]) -> None:
         current = self.state
         history = next_history(current.state, current.state_history, state, sent_history, meta.at)
@@ -110,12 +130,15 @@ class Customer(BaseAggregate[str]):
             )
 
     def _check_version(self, expected: int | None) -> None:
+        if self.state.erased:
+            msg = f"customer {self.state.id} was erased"
+            raise NotFound(msg)
         check_version(NOUN, self.version, expected)
 
 
 def unique_values(state: CustomerState | None) -> dict[str, str | None]:
     """The values no two customers of a tenant may share; a deleted customer holds none."""
-    if state is None or state.state == "deleted":
+    if state is None or state.state == "deleted" or state.erased:
         return {"email": None, "phone": None}
     email, phone = state.personal.get("email"), state.personal.get("phone")
     return {"email": email_key(email) if email else None, "phone": phone or None}

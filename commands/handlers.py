@@ -14,12 +14,14 @@ from commands.customer import (
     NOUN,
     Customer,
     DeleteCustomer,
+    EraseCustomer,
     RegisterCustomer,
     UpdateCustomer,
     unique_values,
 )
 from events.base import stream_id
 from events.customer import CustomerState
+from events.pii import FORGET
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,24 @@ def _change(
     stream = stream_id(KIND, meta.tenant_id, customer_id)
     customer, _, position = saving.change(
         app, meta, stream, customer_id, NOUN, decide, unique_values
+    )
+    return CustomerOutcome(customer.state, position)
+
+
+def erase_customer(app: PanelApplication, cmd: EraseCustomer) -> CustomerOutcome:
+    """Erase the customer's personal data: the erasure event, the release of their email and
+    phone, and the deletion of their data key commit together (see events/pii.py)."""
+    stream = stream_id(KIND, cmd.meta.tenant_id, cmd.customer_id)
+    customer: Customer
+    customer, _, position = saving.change(
+        app,
+        cmd.meta,
+        stream,
+        cmd.customer_id,
+        NOUN,
+        lambda customer: customer.erase(cmd),
+        unique_values,
+        also=[(FORGET, (cmd.meta.tenant_id, cmd.customer_id))],
     )
     return CustomerOutcome(customer.state, position)
 

@@ -19,9 +19,10 @@ from eventsourcing.domain import BaseAggregate
 from eventsourcing.persistence import IntegrityError
 
 from commands import uniqueness
-from commands.application import PanelApplication
+from commands.application import PanelApplication, Statements
 from commands.context import Meta
 from commands.errors import Conflict, NotFound
+from events.pii import ErasedSubject
 
 RETRIES = 8
 
@@ -33,7 +34,8 @@ UniqueValues = Callable[[Any], Mapping[str, str | None]]
 
 def load(app: PanelApplication, stream: str, noun: str, entity_id: str) -> Any:
     try:
-        return app.repository.get(stream)
+        with app.keys():
+            return app.repository.get(stream)
     except AggregateNotFoundError:
         msg = f"{noun} {entity_id} not found"
         raise NotFound(msg) from None
@@ -48,12 +50,27 @@ def create(
     unique_values: UniqueValues,
 ) -> tuple[E, int | None]:
     """Save a new entity; an id already taken is a 409, unless by this very request."""
+    with app.keys():
+        return _create(app, meta, entity_id, noun, make, unique_values)
+
+
+def _create(
+    app: PanelApplication,
+    meta: Meta,
+    entity_id: str,
+    noun: str,
+    make: Callable[[], E],
+    unique_values: UniqueValues,
+) -> tuple[E, int | None]:
     for _ in range(RETRIES):
         entity = make()
         state = entity.state  # type: ignore[attr-defined]
         records = uniqueness.changes(app, meta, entity_id, {}, unique_values(state), noun)
         try:
             return entity, app.commit(entity, *records)
+        except ErasedSubject:  # the id was a customer's, erased since: it stays taken
+            msg = f"a {noun} with _id {entity_id} already exists"
+            raise Conflict(msg) from None
         except IntegrityError:
             try:
                 existing: E = app.repository.get(entity.id)
@@ -74,9 +91,25 @@ def change(
     noun: str,
     decide: Callable[[E], T],
     unique_values: UniqueValues,
+    also: Statements = (),
 ) -> tuple[E, T, int | None]:
-    """Load, decide, save. After a lost race the decision is made again on the newer state;
-    a command pinned to a version (If-Match) then fails its version check (409)."""
+    """Load, decide, save (with `also`'s statements in the same transaction). After a lost
+    race the decision is made again on the newer state; a command pinned to a version
+    (If-Match) then fails its version check (409)."""
+    with app.keys():
+        return _change(app, meta, stream, entity_id, noun, decide, unique_values, also)
+
+
+def _change(
+    app: PanelApplication,
+    meta: Meta,
+    stream: str,
+    entity_id: str,
+    noun: str,
+    decide: Callable[[E], T],
+    unique_values: UniqueValues,
+    also: Statements,
+) -> tuple[E, T, int | None]:
     for _ in range(RETRIES):
         entity: E = load(app, stream, noun, entity_id)
         before = unique_values(entity.state)  # type: ignore[attr-defined]
@@ -84,7 +117,7 @@ def change(
         after = unique_values(entity.state)  # type: ignore[attr-defined]
         records = uniqueness.changes(app, meta, entity_id, before, after, noun)
         try:
-            return entity, result, app.commit(entity, *records)
+            return entity, result, app.commit(entity, *records, also=also)
         except IntegrityError:
             decided = entity.version
             stored: E = app.repository.get(stream)

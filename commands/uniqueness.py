@@ -105,7 +105,7 @@ def changes(
     return records
 
 
-def _load(app: PanelApplication, rid: str) -> UniqueValue | None:
+def load_record(app: PanelApplication, rid: str) -> UniqueValue | None:
     try:
         record: UniqueValue = app.repository.get(rid)
     except AggregateNotFoundError:
@@ -115,7 +115,7 @@ def _load(app: PanelApplication, rid: str) -> UniqueValue | None:
 
 def _take(app: PanelApplication, meta: Meta, owner: str, rid: str) -> UniqueValue | None:
     """The record, now owned by `owner`; None when another entity owns it."""
-    record = _load(app, rid)
+    record = load_record(app, rid)
     if record is None:
         return UniqueValue._create(UniqueValueRecorded, id=rid, owner=owner, **meta.event_fields())
     if record.owner == owner:
@@ -127,7 +127,7 @@ def _take(app: PanelApplication, meta: Meta, owner: str, rid: str) -> UniqueValu
 
 
 def _release(app: PanelApplication, meta: Meta, owner: str, rid: str) -> UniqueValue | None:
-    record = _load(app, rid)
+    record = load_record(app, rid)
     if record is None or record.owner != owner:
         return None  # not ours (never taken, or already given up): nothing to release
     record.trigger_event(UniqueValueReleased, **meta.event_fields())

@@ -7,9 +7,10 @@ the events that carry them, so that one place can protect them (per-customer enc
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from events.base import PanelCreated, PanelEvent
+from events.pii import ERASED
 from events.timefmt import iso_ms
 
 PERSONAL_FIELDS = ("firstName", "lastName", "email", "phone", "note")
@@ -20,6 +21,9 @@ StateEntry = dict[str, str]
 
 @dataclass(frozen=True)
 class CustomerRegistered(PanelCreated):
+    #: sealed with the customer's own key when stored (events/pii.py)
+    personal_data: ClassVar[tuple[str, ...]] = ("personal",)
+
     personal: Personal
     customer_type: str
     state: str
@@ -31,6 +35,8 @@ class CustomerRegistered(PanelCreated):
 class CustomerDetailsChanged(PanelEvent):
     """The personal details or the type changed; carries the full new details."""
 
+    personal_data: ClassVar[tuple[str, ...]] = ("personal",)
+
     personal: Personal
     customer_type: str
 
@@ -41,10 +47,20 @@ class CustomerStateChanged(PanelEvent):
     state_history: list[StateEntry]
 
 
+@dataclass(frozen=True)
+class CustomerErased(PanelEvent):
+    """The customer's personal data was erased (GDPR): their data key is deleted in the same
+    transaction, so every sealed copy of it is unreadable. Who (`actor`), when and why; no
+    personal data."""
+
+    reason: str
+
+
 CUSTOMER_EVENTS: tuple[type[PanelEvent], ...] = (
     CustomerRegistered,
     CustomerDetailsChanged,
     CustomerStateChanged,
+    CustomerErased,
 )
 
 
@@ -61,6 +77,8 @@ class CustomerState:
     state_history: list[StateEntry] = field(default_factory=list)
     created_at: str = ""
     updated_at: str = ""
+    #: erased (GDPR): gone from the read model, its personal fields unreadable everywhere
+    erased: bool = False
 
     @classmethod
     def from_dto(cls, tenant_id: str, dto: dict[str, Any]) -> CustomerState:
@@ -116,5 +134,8 @@ def evolve(state: CustomerState | None, event: PanelEvent) -> CustomerState:
         )
     if isinstance(event, CustomerStateChanged):
         return replace(state, state=event.state, state_history=list(event.state_history), **common)
+    if isinstance(event, CustomerErased):
+        personal: Personal = {n: ERASED for n, value in state.personal.items() if value is not None}
+        return replace(state, personal=personal, erased=True, **common)
     msg = f"not a customer event: {type(event).__name__}"
     raise TypeError(msg)

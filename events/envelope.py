@@ -6,15 +6,20 @@
  "aggregateVersion": 1, "notificationId": 42, "timestamp": "2025-...Z",
  "actor": "<token subject>", "requestId": "...", "payload": {<the event's own fields>}}
 ```
+Personal data in the payload is sealed with the customer's own key (events/pii.py): a consumer
+without the key sees `{"sealed": "...", "fields": [...]}`.
 The message key is the tenant id, so each tenant's events keep their order in a partition.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any
 
 import orjson
+from eventsourcing.persistence import Notification, Transcoder
+from eventsourcing.utils import resolve_topic
 
 from events.base import PanelCreated, PanelEvent, split_stream_id
 from events.customer import CUSTOMER_EVENTS
@@ -32,10 +37,11 @@ EVENT_TYPES: dict[str, tuple[type[PanelEvent], str]] = {
 _BASE_FIELDS = {f.name for f in fields(PanelCreated)}
 
 
-def aggregate_type_of(event: PanelEvent) -> str | None:
+def aggregate_type_of(event: PanelEvent | type[PanelEvent]) -> str | None:
     """The aggregate type of a published event; None for internal events (not published)."""
-    entry = EVENT_TYPES.get(type(event).__name__)
-    return entry[1] if entry and entry[0] is type(event) else None
+    cls = event if isinstance(event, type) else type(event)
+    entry = EVENT_TYPES.get(cls.__name__)
+    return entry[1] if entry and entry[0] is cls else None
 
 
 @dataclass(frozen=True)
@@ -54,26 +60,55 @@ class Envelope:
 
 
 def encode(notification_id: int, event: PanelEvent) -> bytes:
-    aggregate_type = aggregate_type_of(event)
+    state = dict(vars(event))
+    originator_id, version = state.pop("originator_id"), state.pop("originator_version")
+    return encode_state(notification_id, type(event), originator_id, version, state)
+
+
+def encode_stored(notification: Notification, transcoder: Transcoder) -> bytes | None:
+    """The message of a stored event, made from its stored state as it is: personal data
+    stays sealed (the relay never holds a key). None for events that are not published."""
+    cls = resolve_topic(notification.topic)
+    if not isinstance(cls, type) or aggregate_type_of(cls) is None:
+        return None
+    state: dict[str, Any] = transcoder.decode(notification.state)
+    return encode_state(
+        notification.id,
+        cls,
+        str(notification.originator_id),
+        notification.originator_version,
+        state,
+    )
+
+
+def encode_state(
+    notification_id: int,
+    cls: type[PanelEvent],
+    originator_id: str,
+    originator_version: int,
+    state: dict[str, Any],
+) -> bytes:
+    aggregate_type = aggregate_type_of(cls)
     if aggregate_type is None:
-        msg = f"{type(event).__name__} is not a published event"
+        msg = f"{cls.__name__} is not a published event"
         raise ValueError(msg)
-    _, tenant_id, entity_id = split_stream_id(event.originator_id)
-    payload = {k: v for k, v in vars(event).items() if k not in _BASE_FIELDS}
+    _, tenant_id, entity_id = split_stream_id(originator_id)
+    payload = {k: v for k, v in state.items() if k not in _BASE_FIELDS}
+    timestamp: datetime = state["timestamp"]
     return orjson.dumps(
         {
             "schema": SCHEMA,
-            "type": type(event).__name__,
-            "eventVersion": getattr(type(event), "class_version", 1),
+            "type": cls.__name__,
+            "eventVersion": getattr(cls, "class_version", 1),
             "tenantId": tenant_id,
             "aggregateType": aggregate_type,
             "aggregateId": entity_id,
-            "aggregateVersion": event.originator_version,
+            "aggregateVersion": originator_version,
             "notificationId": notification_id,
-            "timestamp": iso_ms(event.timestamp),
-            "timestampUs": event.timestamp.microsecond,
-            "actor": event.actor,
-            "requestId": event.request_id,
+            "timestamp": iso_ms(timestamp),
+            "timestampUs": timestamp.microsecond,
+            "actor": state["actor"],
+            "requestId": state["request_id"],
             "payload": payload,
         }
     )

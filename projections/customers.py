@@ -13,42 +13,85 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 
 from events.base import PanelEvent
 from events.customer import CustomerState, evolve
 from events.timefmt import parse_iso
 from projections.paging import Page, PageQuery, fetch_page
-from projections.versioned import MissingEvents, fold_batch
+from projections.versioned import Key, MissingEvents, fold_batch, keys_param
 
 __all__ = ["STREAM", "MissingEvents", "find_customer", "page_customers", "project"]
 
 STREAM = "customer"
 
 
-_LOAD = "SELECT id, doc FROM customers WHERE tenant_id = %s AND id = ANY(%s) FOR UPDATE"
+TABLE = "customers"
+#: shared by the live table and every rebuild of it: an erasure is never undone
+TOMBSTONES = "customer_tombstones"
+
+_LOAD = (
+    "SELECT c.tenant_id, c.id, c.doc FROM {table} c "
+    "JOIN unnest(%s::text[], %s::text[]) AS k(tenant_id, id) USING (tenant_id, id) "
+    "FOR UPDATE OF c"
+)
+_LOAD_TOMBSTONES = (
+    "SELECT t.tenant_id, t.id, t.version FROM customer_tombstones t "
+    "JOIN unnest(%s::text[], %s::text[]) AS k(tenant_id, id) USING (tenant_id, id)"
+)
 _UPSERT = (
-    "INSERT INTO customers (tenant_id, id, version, state, created_at, updated_at, search, doc) "
+    "INSERT INTO {table} (tenant_id, id, version, state, created_at, updated_at, search, doc) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, id) DO UPDATE SET "
     "version = EXCLUDED.version, state = EXCLUDED.state, created_at = EXCLUDED.created_at, "
     "updated_at = EXCLUDED.updated_at, search = EXCLUDED.search, doc = EXCLUDED.doc "
-    "WHERE customers.version < EXCLUDED.version"
+    "WHERE {table}.version < EXCLUDED.version"
+)
+_REMOVE = "DELETE FROM {table} WHERE tenant_id = %s AND id = %s"
+_BURY = (
+    "INSERT INTO customer_tombstones (tenant_id, id, version, erased_at) VALUES (%s, %s, %s, %s) "
+    "ON CONFLICT (tenant_id, id) DO UPDATE SET version = GREATEST("
+    "customer_tombstones.version, EXCLUDED.version)"
 )
 
 
+def tombstone(tenant_id: str, entity_id: str, version: int) -> CustomerState:
+    """What the read model remembers of an erased customer: that it was, up to `version`."""
+    return CustomerState(tenant_id, entity_id, version, {}, "", "deleted", erased=True)
+
+
 def project(
-    cur: psycopg.Cursor[Any], events: Sequence[PanelEvent], missing: MissingEvents
+    cur: psycopg.Cursor[Any],
+    events: Sequence[PanelEvent],
+    missing: MissingEvents,
+    table: str = TABLE,
 ) -> set[tuple[str, str]]:
-    """Apply a batch of customer events inside the caller's transaction.
+    """Apply a batch of customer events inside the caller's transaction (to `table`, or a
+    rebuild of it). An erased customer leaves the table for a tombstone.
 
     Returns the (tenant, id) of every customer whose row changed."""
+    name = sql.Identifier(table)
 
-    def load(tenant_id: str, ids: list[str]) -> Iterator[tuple[str, CustomerState]]:
-        for entity_id, doc in cur.execute(_LOAD, (tenant_id, ids), prepare=True):
-            yield entity_id, CustomerState.from_dto(tenant_id, orjson.loads(doc))
+    def load(keys: list[Key]) -> Iterator[tuple[Key, CustomerState]]:
+        arrays = keys_param(keys)
+        for tenant_id, entity_id, doc in cur.execute(
+            sql.SQL(_LOAD).format(table=name), arrays, prepare=True
+        ).fetchall():
+            yield (tenant_id, entity_id), CustomerState.from_dto(tenant_id, orjson.loads(doc))
+        for tenant_id, entity_id, version in cur.execute(
+            _LOAD_TOMBSTONES, arrays, prepare=True
+        ).fetchall():
+            yield (tenant_id, entity_id), tombstone(tenant_id, entity_id, version)
 
     changed = fold_batch(events, load, evolve, missing)
-    cur.executemany(_UPSERT, [_row(state) for state in changed.values()])
+    live = [state for state in changed.values() if not state.erased]
+    gone = [state for state in changed.values() if state.erased]
+    cur.executemany(sql.SQL(_UPSERT).format(table=name), [_row(state) for state in live])
+    if gone:
+        cur.executemany(sql.SQL(_REMOVE).format(table=name), [(s.tenant_id, s.id) for s in gone])
+        cur.executemany(
+            _BURY,
+            [(s.tenant_id, s.id, s.version, parse_iso(s.updated_at)) for s in gone],
+        )
     return set(changed)
 
 

@@ -13,44 +13,58 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
 from events.base import PanelEvent
 from events.service import ServiceState, evolve
 from events.timefmt import parse_iso
 from projections.paging import Page, PageQuery, fetch_page
-from projections.versioned import MissingEvents, fold_batch
+from projections.versioned import Key, MissingEvents, fold_batch, keys_param
 
 STREAM = "service"
 #: The sort key of a service without an `order`: after every order a client can give.
 NO_ORDER = 2_147_483_647
 
-_LOAD = "SELECT id, doc, media FROM services WHERE tenant_id = %s AND id = ANY(%s) FOR UPDATE"
+TABLE = "services"
+
+_LOAD = (
+    "SELECT s.tenant_id, s.id, s.doc, s.media FROM {table} s "
+    "JOIN unnest(%s::text[], %s::text[]) AS k(tenant_id, id) USING (tenant_id, id) "
+    "FOR UPDATE OF s"
+)
 _UPSERT = (
-    "INSERT INTO services (tenant_id, id, version, state, created_at, updated_at, sort_order, "
+    "INSERT INTO {table} (tenant_id, id, version, state, created_at, updated_at, sort_order, "
     "search, media, doc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
     "ON CONFLICT (tenant_id, id) DO UPDATE SET version = EXCLUDED.version, "
     "state = EXCLUDED.state, created_at = EXCLUDED.created_at, "
     "updated_at = EXCLUDED.updated_at, sort_order = EXCLUDED.sort_order, "
     "search = EXCLUDED.search, media = EXCLUDED.media, doc = EXCLUDED.doc "
-    "WHERE services.version < EXCLUDED.version"
+    "WHERE {table}.version < EXCLUDED.version"
 )
 
 
 def project(
-    cur: psycopg.Cursor[Any], events: Sequence[PanelEvent], missing: MissingEvents
+    cur: psycopg.Cursor[Any],
+    events: Sequence[PanelEvent],
+    missing: MissingEvents,
+    table: str = TABLE,
 ) -> set[tuple[str, str]]:
-    """Apply a batch of service events inside the caller's transaction.
+    """Apply a batch of service events inside the caller's transaction (to `table`, or a
+    rebuild of it).
 
     Returns the (tenant, id) of every service whose row changed."""
+    name = sql.Identifier(table)
 
-    def load(tenant_id: str, ids: list[str]) -> Iterator[tuple[str, ServiceState]]:
-        for entity_id, doc, media in cur.execute(_LOAD, (tenant_id, ids), prepare=True):
-            yield entity_id, ServiceState.from_dto(tenant_id, orjson.loads(doc), media)
+    def load(keys: list[Key]) -> Iterator[tuple[Key, ServiceState]]:
+        rows = cur.execute(sql.SQL(_LOAD).format(table=name), keys_param(keys), prepare=True)
+        for tenant_id, entity_id, doc, media in rows.fetchall():
+            yield (tenant_id, entity_id), ServiceState.from_dto(tenant_id, orjson.loads(doc), media)
 
     changed = fold_batch(events, load, evolve, missing)
-    cur.executemany(_UPSERT, [_row(state) for state in changed.values()])
+    cur.executemany(
+        sql.SQL(_UPSERT).format(table=name), [_row(state) for state in changed.values()]
+    )
     return set(changed)
 
 

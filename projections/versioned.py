@@ -29,24 +29,19 @@ Key = tuple[str, str]
 
 def fold_batch(
     events: Sequence[PanelEvent],
-    load: Callable[[str, list[str]], Iterable[tuple[str, S]]],
+    load: Callable[[list[Key]], Iterable[tuple[Key, S]]],
     evolve: Callable[[S | None, PanelEvent], S],
     missing: MissingEvents,
 ) -> dict[Key, S]:
-    """Fold a batch into the states its entities' rows hold (`load(tenant, ids)` yields the
-    (id, state) of the rows that exist, locked by the caller's transaction).
+    """Fold a batch into the states its entities' rows hold (`load(keys)` yields the
+    ((tenant, id), state) of the rows that exist, locked by the caller's transaction).
 
     Returns the new state of every entity the batch changed, keyed by (tenant, id)."""
     states: dict[Key, S | None] = {}
-    by_tenant: dict[str, set[str]] = {}
     for event in events:
         _, tenant_id, entity_id = split_stream_id(event.originator_id)
-        by_tenant.setdefault(tenant_id, set()).add(entity_id)
-    for tenant_id, ids in sorted(by_tenant.items()):
-        for entity_id in ids:
-            states[(tenant_id, entity_id)] = None
-        for entity_id, loaded in load(tenant_id, sorted(ids)):
-            states[(tenant_id, entity_id)] = loaded
+        states[(tenant_id, entity_id)] = None
+    states.update(load(sorted(states)))
 
     changed: dict[Key, S] = {}
     for event in events:
@@ -61,3 +56,8 @@ def fold_batch(
                 state = evolve(state, earlier)
         states[key] = changed[key] = evolve(state, event)
     return dict(sorted(changed.items()))
+
+
+def keys_param(keys: list[Key]) -> tuple[list[str], list[str]]:
+    """(tenants, ids) arrays for `unnest(%s::text[], %s::text[])` in one query."""
+    return [t for t, _ in keys], [i for _, i in keys]

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
 from beeoclock.deps import PrincipalDep, SettingsDep
 from projections import customers
 from projections.paging import PageQuery
-from read_api import queries
+from read_api import history, queries
 from read_api.deps import CacheDep, Consistent, PoolDep, ReadGate
 
 router = APIRouter(prefix="/api/v1/customer", tags=["customer"])
@@ -43,7 +44,17 @@ async def get_customer(
     pool: PoolDep,
     cache: CacheDep,
     settings: SettingsDep,
+    panel: history.PanelDep,
+    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    as_of: Annotated[datetime | None, Query(alias="asOf")] = None,
 ) -> Response:
+    """The customer now, from the read model; `version` or `asOf` (READ_AUDIT): as it was then,
+    from the event store."""
+    if version is not None or as_of is not None:
+        moment = as_of.replace(tzinfo=UTC) if as_of and as_of.tzinfo is None else as_of
+        return await history.time_travel(
+            panel, history.CUSTOMER, principal.tenant_id, customer_id, version, moment
+        )
     return await queries.one(
         STREAM, customer_id, customers.find_customer, principal, gate, pool, cache, settings
     )

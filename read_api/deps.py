@@ -5,19 +5,19 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from psycopg_pool import AsyncConnectionPool
 
 from beeoclock import consistency
 from beeoclock.deps import PrincipalDep, get_settings
 from commands.errors import FieldError, InvalidCommand
 from projections.cache import ReadCache
+from projections.tenant_pool import TenantPool
 
 
-def get_pool(request: Request) -> AsyncConnectionPool[Any]:
-    pool: AsyncConnectionPool[Any] = request.app.state.read_pool
+def get_pool(request: Request) -> TenantPool:
+    pool: TenantPool = request.app.state.read_models
     return pool
 
 
@@ -28,7 +28,7 @@ def get_cache(request: Request) -> ReadCache:
 
 _POSITION = re.compile(r"^[0-9]{1,18}$")
 
-PoolDep = Annotated[AsyncConnectionPool[Any], Depends(get_pool)]
+PoolDep = Annotated[TenantPool, Depends(get_pool)]
 CacheDep = Annotated[ReadCache, Depends(get_cache)]
 
 

@@ -83,7 +83,7 @@ async def one(
     tenant = principal.tenant_id
 
     async def compute() -> bytes:
-        async with pool.connection() as conn:
+        async with pool.connection(tenant) as conn:
             doc = await find(conn, tenant, key)
         if doc is None:
             msg = f"{stream} {key} not found"
@@ -116,7 +116,7 @@ async def page(
     digest = hashlib.blake2b(repr(query).encode(), digest_size=16).hexdigest()
 
     async def compute() -> bytes:
-        async with pool.connection() as conn:
+        async with pool.connection(tenant) as conn:
             return (await find(conn, tenant, query)).to_json()
 
     return _json(

@@ -58,7 +58,7 @@ async def get_service_media(
 ) -> Response:
     entity_id(service_id, "service")
     entity_id(media_id, "media")
-    async with pool.connection() as conn:
+    async with pool.connection(principal.tenant_id) as conn:
         sha256 = await services.find_media_hash(conn, principal.tenant_id, service_id, media_id)
     if sha256 is None:
         msg = f"media {media_id} not found"

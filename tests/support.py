@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import secrets
@@ -20,8 +21,8 @@ import httpx
 import psycopg
 
 from beeoclock.auth import mint_token
-from beeoclock.cli import ALL_PERMISSIONS
 from beeoclock.embedded import free_port, wait_for_port
+from beeoclock.permissions import ALL_PERMISSIONS, LIMIT_CLASSES
 from beeoclock.settings import Settings
 
 LOG_DIR = Path(os.environ.get("BEEOCLOCK_TEST_LOGS", "/tmp/beeoclock-test-logs"))
@@ -50,17 +51,23 @@ def with_database(server_url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
+#: Tests make many requests as one user; the rate-limit tests set their own limits.
+NO_RATE_LIMITS = {f"rate_limit_{c.name}": "off" for c in LIMIT_CLASSES}
+
+
 def settings_for(database_url: str, kafka: str, redis_url: str, **extra: Any) -> Settings:
-    return Settings(
-        database_url=database_url,
-        kafka_bootstrap_servers=kafka,
-        redis_url=redis_url,
-        jwt_secret=secrets.token_urlsafe(32),
-        kafka_topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
-        projector_group=f"g{uuid.uuid4().hex[:8]}",
-        projector_rebalance_timeout_ms=3000,
-        **extra,
-    )
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "kafka_bootstrap_servers": kafka,
+        "redis_url": redis_url,
+        "jwt_secret": secrets.token_urlsafe(32),
+        "master_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "kafka_topic_prefix": f"t{uuid.uuid4().hex[:8]}.",
+        "projector_group": f"g{uuid.uuid4().hex[:8]}",
+        "projector_rebalance_timeout_ms": 3000,
+        **NO_RATE_LIMITS,
+    }
+    return Settings(**(values | extra))
 
 
 def env_of(settings: Settings) -> dict[str, str]:
@@ -201,7 +208,7 @@ def new_tenant(
     sub: str = "user-1",
 ) -> Tenant:
     tenant_id = uuid.uuid4().hex[:24]
-    perms = ALL_PERMISSIONS if permissions is None else permissions
+    perms = list(ALL_PERMISSIONS) if permissions is None else permissions
     return Tenant(client, tenant_id, token(settings, {tenant_id: perms}, sub))
 
 

@@ -23,6 +23,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
 from beeoclock import consistency, kafka
+from beeoclock.bootstrap import panel_application
 from beeoclock.settings import Settings
 from commands.application import PanelApplication
 from events import envelope
@@ -83,7 +84,7 @@ class Projector:
 
     def run(self) -> None:
         kafka.ensure_topics(self.settings)
-        app = PanelApplication(env=self.settings.eventsourcing_env() | {"POSTGRES_POOL_SIZE": "2"})
+        app = panel_application(self.settings, pool_size=2)
         redis_client = redis.Redis.from_url(
             self.settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
         )
@@ -152,13 +153,14 @@ class Projector:
         """Apply a batch in one transaction. If an event can't be applied (a bad event or a
         bug, not a transient fault), apply the batch again event by event, dead-lettering
         the ones that fail, so one poisoned event never stops the other tenants."""
-        try:
-            self._apply(app, records, redis_client, isolate=False)
-        except TRANSIENT:
-            raise
-        except Exception:
-            log.exception("a batch could not be applied; isolating the event that fails")
-            self._apply(app, records, redis_client, isolate=True)
+        with app.keys():
+            try:
+                self._apply(app, records, redis_client, isolate=False)
+            except TRANSIENT:
+                raise
+            except Exception:
+                log.exception("a batch could not be applied; isolating the event that fails")
+                self._apply(app, records, redis_client, isolate=True)
 
     def _apply(
         self,
@@ -191,13 +193,16 @@ class Projector:
             found = app.events.get(originator_id, gt=after, lte=before - 1)
             return [e for e in found if isinstance(e, PanelEvent)]
 
+        if app.vault is not None:  # one query per tenant for the batch's data keys
+            app.vault.prefetch(app.subjects(m.event for _, _, m in messages))
         changed: set[tuple[str, str, str]] = set()
         with self.conn.transaction(), self.conn.cursor() as cur:
             if isolate:
                 for record, stream, message in messages:
                     try:
                         with self.conn.transaction():
-                            changed |= _project(cur, stream, [message.event], missing)
+                            event = app.open_personal(message.event)
+                            changed |= _project(cur, stream, [event], missing)
                     except TRANSIENT:
                         raise
                     except Exception as exc:
@@ -205,16 +210,17 @@ class Projector:
             else:
                 by_stream: dict[str, list[PanelEvent]] = {}
                 for _, stream, message in messages:
-                    by_stream.setdefault(stream, []).append(message.event)
+                    by_stream.setdefault(stream, []).append(app.open_personal(message.event))
                 for stream, events in by_stream.items():
                     changed |= _project(cur, stream, events, missing)
             for record, failed, error in dead:
+                # the error's text stays in the table: it may quote a value
                 log.error(
                     "dead letter at %s/%s@%s: %s",
                     record.topic,
                     record.partition,
                     record.offset,
-                    error,
+                    error.split("(", 1)[0],
                 )
                 cur.execute(
                     _DEAD_LETTER,

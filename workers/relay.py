@@ -7,6 +7,8 @@
   records its progress. A standby blocks on the lock and takes over when the holder's session
   ends (crash, kill -9, network loss), resuming from the recorded position.
 - It wakes on the store's LISTEN/NOTIFY channel, with a slow poll as a safety net.
+- Messages are made from the stored events as they are: personal data stays sealed, and the
+  relay holds no key to open it.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from beeoclock import kafka
+from beeoclock.bootstrap import panel_application
 from beeoclock.settings import Settings
 from commands.application import PanelApplication
 from events import envelope
-from events.base import PanelEvent
+from events.base import split_stream_id
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ class Relay:
     def run(self) -> None:
         """Wait to become the active relay, then publish until stopped; after a failure,
         reconnect and resume from the recorded position."""
-        app = PanelApplication(env=self.settings.eventsourcing_env() | {"POSTGRES_POOL_SIZE": "2"})
+        app = panel_application(self.settings, pool_size=2)
         try:
             while not self.stopping.is_set():
                 try:
@@ -116,19 +119,11 @@ class Relay:
     ) -> None:
         futures = []
         for notification in notifications:
-            event = app.mapper.to_domain_event(notification)
-            if not isinstance(event, PanelEvent):
-                continue
-            aggregate_type = envelope.aggregate_type_of(event)
-            if aggregate_type is None:
+            message = envelope.encode_stored(notification, app.mapper.transcoder)
+            if message is None:
                 continue  # internal events (uniqueness records) are not published
-            futures.append(
-                producer.send(
-                    self.topics[aggregate_type],
-                    key=event.tenant_id.encode(),
-                    value=envelope.encode(notification.id, event),
-                )
-            )
+            kind, tenant_id, _ = split_stream_id(str(notification.originator_id))
+            futures.append(producer.send(self.topics[kind], key=tenant_id.encode(), value=message))
         timeout_s = self.settings.relay_send_timeout_ms / 1000
         producer.flush(timeout=timeout_s)
         for future in futures:

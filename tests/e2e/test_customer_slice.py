@@ -7,8 +7,8 @@ import re
 
 import httpx
 
+from beeoclock.bootstrap import panel_application
 from beeoclock.settings import Settings
-from commands.application import PanelApplication
 from tests.support import Tenant, new_tenant, token
 
 
@@ -64,7 +64,7 @@ def test_each_event_carries_tenant_actor_and_request_id(
         "/api/v1/customer", json={"firstName": "Eve"}, headers={"X-Request-Id": "req-abc-123"}
     )
     assert created.headers["X-Request-Id"] == "req-abc-123"
-    app = PanelApplication(env=settings.eventsourcing_env())
+    app = panel_application(settings)
     try:
         [event] = app.events.get(f"customer:{tenant.tenant_id}:{created.json()['_id']}")
     finally:

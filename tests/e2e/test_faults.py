@@ -25,8 +25,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from beeoclock import embedded, kafka
+from beeoclock.bootstrap import panel_application
 from beeoclock.settings import Settings
-from commands.application import PanelApplication
 from commands.customer import Customer
 from events import envelope
 from events.base import PanelEvent
@@ -53,7 +53,7 @@ class Store:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.app = PanelApplication(env=settings.eventsourcing_env() | {"POSTGRES_POOL_SIZE": "2"})
+        self.app = panel_application(settings, pool_size=2)
 
     def close(self) -> None:
         self.app.close()

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from beeoclock.bootstrap import panel_application
 from beeoclock.settings import Settings
-from commands.application import PanelApplication
 from tests.e2e.test_customer_slice import assert_error
 from tests.support import Tenant, new_tenant
 
@@ -501,7 +501,7 @@ def test_the_events_are_named_for_what_happened_and_carry_who_and_why(
     tenant.put(path, json=changed, headers={"X-Request-Id": "req-put-1"})
     tenant.put(f"{path}/required-resources", json=[{"resourceId": "r", "quantity": 1}])
     tenant.delete(path)
-    app = PanelApplication(env=settings.eventsourcing_env())
+    app = panel_application(settings)
     try:
         events = list(app.events.get(f"service:{tenant.tenant_id}:{dto['_id']}"))
     finally:

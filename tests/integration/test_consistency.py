@@ -12,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from beeoclock import consistency
 from beeoclock.settings import Settings
+from projections.tenant_pool import TenantPool, as_reader
 
 
 def set_positions(settings: Settings, tenant: str, written: int, applied: int) -> None:
@@ -26,9 +27,13 @@ def set_positions(settings: Settings, tenant: str, written: int, applied: int) -
 
 async def _wait(settings: Settings, tenant: str, **kwargs: Any) -> tuple[int, int]:
     async with AsyncConnectionPool(
-        settings.database_url, min_size=1, max_size=2, kwargs={"autocommit": True}
+        settings.database_url,
+        min_size=1,
+        max_size=2,
+        kwargs={"autocommit": True},
+        configure=as_reader,
     ) as pool:
-        return await consistency.wait_until_applied(pool, tenant, "customer", **kwargs)
+        return await consistency.wait_until_applied(TenantPool(pool), tenant, "customer", **kwargs)
 
 
 def test_writes_made_while_a_read_waits_do_not_move_its_target(settings: Settings) -> None:

@@ -11,6 +11,7 @@ import orjson
 import psycopg
 import pytest
 
+from beeoclock.bootstrap import panel_application
 from beeoclock.settings import Settings
 from commands.application import PanelApplication
 from commands.context import Meta
@@ -23,7 +24,7 @@ T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 @pytest.fixture
 def app(settings: Settings) -> Iterator[PanelApplication]:
-    application = PanelApplication(env=settings.eventsourcing_env())
+    application = panel_application(settings)
     yield application
     application.close()
 

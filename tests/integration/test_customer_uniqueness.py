@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError
 
+from beeoclock.bootstrap import panel_application
 from beeoclock.settings import Settings
 from commands import handlers
 from commands.application import PanelApplication
@@ -23,7 +24,7 @@ from commands.errors import Conflict
 
 @pytest.fixture
 def app(settings: Settings) -> Iterator[PanelApplication]:
-    application = PanelApplication(env=settings.eventsourcing_env() | {"POSTGRES_POOL_SIZE": "20"})
+    application = panel_application(settings, pool_size=20)
     yield application
     application.close()
 

@@ -13,6 +13,7 @@ import orjson
 import psycopg
 import pytest
 
+from beeoclock.bootstrap import panel_application
 from beeoclock.settings import Settings
 from commands.application import PanelApplication
 from commands.context import Meta
@@ -32,7 +33,7 @@ T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 @pytest.fixture
 def app(settings: Settings) -> Iterator[PanelApplication]:
-    application = PanelApplication(env=settings.eventsourcing_env())
+    application = panel_application(settings)
     yield application
     application.close()
 

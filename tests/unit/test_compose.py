@@ -215,18 +215,25 @@ def test_every_beeoclock_variable_passed_to_a_service_is_a_setting() -> None:
     assert environment_problems(compose) == []
 
 
+#: What the operator must provide (compose.yaml's header says how to make them).
+OPERATOR = {
+    "BEEOCLOCK_JWT_SECRET": "x" * 40,
+    "BEEOCLOCK_MASTER_KEY": "kwUozBhF62bhj9vv8WAzL+h7uXUuJeYlRmnN49IaUSk=",
+}
+
+
 def test_app_environment_passes_settings_validation() -> None:
-    env = {"BEEOCLOCK_JWT_SECRET": "x" * 40}
-    assert settings_problems(load_compose(), env) == []
+    assert settings_problems(load_compose(), OPERATOR) == []
 
 
-def test_jwt_secret_is_required_from_the_operator() -> None:
+@pytest.mark.parametrize("secret", sorted(OPERATOR))
+def test_secrets_are_required_from_the_operator(secret: str) -> None:
     compose = load_compose()
     for name, service in app_services(compose).items():
-        value = environment_of(service)["BEEOCLOCK_JWT_SECRET"]
-        with pytest.raises(KeyError, match="BEEOCLOCK_JWT_SECRET"):
+        value = environment_of(service)[secret]
+        with pytest.raises(KeyError, match=secret):
             interpolate(value, {})
-        assert interpolate(value, {"BEEOCLOCK_JWT_SECRET": "x" * 40}) == "x" * 40, name
+        assert interpolate(value, OPERATOR) == OPERATOR[secret], name
 
 
 def test_every_dependency_has_a_condition_on_an_existing_service_that_can_meet_it() -> None:
@@ -307,8 +314,8 @@ def test_settings_check_catches_an_invalid_value() -> None:
     compose = copy.deepcopy(load_compose())
     relay = compose["services"]["relay"]
     relay["environment"] = {**relay["environment"], "BEEOCLOCK_REDIS_URL": "http://redis:6379"}
-    assert settings_problems(compose, {"BEEOCLOCK_JWT_SECRET": "x" * 40}) != []
-    assert settings_problems(load_compose(), {"BEEOCLOCK_JWT_SECRET": "short"}) != []
+    assert settings_problems(compose, OPERATOR) != []
+    assert settings_problems(load_compose(), OPERATOR | {"BEEOCLOCK_JWT_SECRET": "short"}) != []
 
 
 def test_dependency_check_catches_missing_conditions_services_and_healthchecks() -> None:

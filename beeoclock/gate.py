@@ -1,0 +1,216 @@
+"""The request gate: every API request passes here before any route code runs or any body is
+read. It
+
+1. finds the API route (its template, e.g. `/api/v1/customer/{customer_id}`) in the table of
+   beeoclock/permissions.py: a path that is not in the table is 404 (or 405) here, so a route
+   without a declared permission can't be reached (fail closed);
+2. authenticates the bearer token (401) and the tenant header (403);
+3. checks the rule's permission in that tenant (403);
+4. counts the request against its rate-limit class (429 with `Retry-After`);
+5. writes one JSON access-log line per request, API or not: time, request id, tenant,
+   subject, method, route template, entity id, status and latency. Never a query string, a
+   body or a header value beyond those: no personal data reaches the logs.
+
+Routes get the authenticated principal from `request.state.principal` (beeoclock/deps.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.routing import BaseRoute, Match, compile_path
+
+from beeoclock.auth import (
+    TENANT_ID,
+    Forbidden,
+    Principal,
+    TokenVerifier,
+    Unauthenticated,
+    bearer_token,
+)
+from beeoclock.errors import error_response
+from beeoclock.ids import ENTITY_ID
+from beeoclock.permissions import ROUTES, Rule
+from beeoclock.ratelimit import Decision, RateLimiter, RateLimiterUnavailable, limit_key
+from beeoclock.settings import Settings
+
+access_log = logging.getLogger("beeoclock.access")
+
+API_PREFIX = "/api/"
+#: path parameters that name the entity a request is about (logged as `entityId`)
+_ENTITY_PARAMS = ("customer_id", "service_id")
+
+
+class RateLimited(Exception):
+    def __init__(self, decision: Decision, policy: str) -> None:
+        super().__init__("rate limited")
+        self.decision = decision
+        self.policy = policy
+
+
+class NoRoute(Exception):
+    """No API route has this path (404), or not with this method (405)."""
+
+    def __init__(self, allowed: set[str]) -> None:
+        super().__init__("no route")
+        self.allowed = allowed
+
+
+class LimiterDown(Exception):
+    """Redis is unreachable and this kind of request is not served without a limit."""
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _safe_id(value: object) -> str | None:
+    return value if isinstance(value, str) and ENTITY_ID.match(value) else None
+
+
+def _compile(templates: Iterable[tuple[str, str]]) -> list[tuple[str, str, re.Pattern[str]]]:
+    """Most specific first: `/customer/paged` before `/customer/{customer_id}`."""
+    ordered = sorted(templates, key=lambda mt: (mt[1].count("{"), -len(mt[1])))
+    return [(method, path, compile_path(path)[0]) for method, path in ordered]
+
+
+class RequestGate:
+    def __init__(self, app: Any, *, routes: Sequence[BaseRoute], settings: Settings) -> None:
+        self.app = app
+        self.routes = routes
+        self.settings = settings
+        self.tokens = TokenVerifier(settings)
+        self.api_routes = _compile(ROUTES)
+
+    def _api_route(self, method: str, path: str) -> tuple[str, dict[str, Any]]:
+        """The API route a request is for, found in the permission table; NoRoute if none,
+        so a route missing from the table can never be reached."""
+        allowed: set[str] = set()
+        for route_method, template, regex in self.api_routes:
+            match = regex.match(path)
+            if match:
+                if route_method == method:
+                    return template, match.groupdict()
+                allowed.add(route_method)
+        raise NoRoute(allowed)
+
+    def _other_route(self, scope: dict[str, Any]) -> str | None:
+        """The template of a route outside the API (health, docs), for the access log."""
+        for route in self.routes:
+            path = getattr(route, "path", None)
+            if isinstance(path, str) and route.matches(scope)[0] is not Match.NONE:
+                return path
+        return None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        entry: dict[str, Any] = {"method": scope["method"], "route": None, "status": 500}
+        extra_headers: list[tuple[bytes, bytes]] = []
+
+        async def send_logged(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                entry["status"] = message["status"]
+                if extra_headers:
+                    message["headers"] = [*message.get("headers", []), *extra_headers]
+            await send(message)
+
+        try:
+            path: str = scope["path"]
+            if path.startswith(API_PREFIX):
+                method = "GET" if scope["method"] == "HEAD" else scope["method"]
+                template, params = self._api_route(method, path)
+                entry["route"] = template
+                entry["entityId"] = next(
+                    (_safe_id(params[p]) for p in _ENTITY_PARAMS if p in params), None
+                )
+                principal, decision, policy = await self._admit(scope, method, template, entry)
+                scope.setdefault("state", {})["principal"] = principal
+                if decision is not None:
+                    extra_headers += [
+                        (k.encode(), v.encode()) for k, v in decision.headers(policy).items()
+                    ]
+            else:
+                entry["route"] = self._other_route(scope)
+            await self.app(scope, receive, send_logged)
+        except NoRoute as exc:
+            if exc.allowed:
+                allow = {"Allow": ", ".join(sorted(exc.allowed))}
+                await error_response(405, "method not allowed", headers=allow)(
+                    scope, receive, send_logged
+                )
+            else:
+                await error_response(404, "no such route")(scope, receive, send_logged)
+        except Unauthenticated as exc:
+            await error_response(401, str(exc), headers={"WWW-Authenticate": "Bearer"})(
+                scope, receive, send_logged
+            )
+        except Forbidden as exc:
+            await error_response(403, str(exc))(scope, receive, send_logged)
+        except RateLimited as exc:
+            message = f"too many requests ({exc.policy}); retry later"
+            await error_response(429, message, headers=exc.decision.headers(exc.policy))(
+                scope, receive, send_logged
+            )
+        except LimiterDown:
+            message = "rate limiting is unavailable; retry shortly"
+            await error_response(503, message, headers={"Retry-After": "1"})(
+                scope, receive, send_logged
+            )
+        finally:
+            entry["latencyMs"] = round((time.perf_counter() - started) * 1000, 2)
+            entry["requestId"] = scope.get("state", {}).get("request_id")
+            access_log.info("request", extra={"fields": entry})
+
+    async def _admit(
+        self, scope: dict[str, Any], method: str, template: str, entry: dict[str, Any]
+    ) -> tuple[Principal, Decision | None, str]:
+        tenant_header = _header(scope, b"x-business-tenant-id")
+        if tenant_header and TENANT_ID.match(tenant_header):
+            entry["tenant"] = tenant_header
+        claims = await self.tokens.claims_async(bearer_token(_header(scope, b"authorization")))
+        entry["subject"] = claims["sub"]
+        principal = self.tokens.principal(claims, tenant_header)
+        rule = ROUTES[(method, template)]
+        for needed in self._needed(rule, scope):
+            if needed not in principal.permissions:
+                msg = f"permission {needed} is required"
+                raise Forbidden(msg)
+        decision = await self._count(scope, rule, principal)
+        return principal, decision, rule.limit.name
+
+    @staticmethod
+    def _needed(rule: Rule, scope: dict[str, Any]) -> list[str]:
+        needed = [rule.permission]
+        if rule.query_permissions and scope.get("query_string"):
+            given = {k for k, _ in parse_qsl(scope["query_string"].decode("latin-1"))}
+            needed += [p for q, p in rule.query_permissions.items() if q in given]
+        return needed
+
+    async def _count(
+        self, scope: dict[str, Any], rule: Rule, principal: Principal
+    ) -> Decision | None:
+        rate = self.settings.rate_limit(rule.limit.name)
+        if rate is None:
+            return None
+        limiter: RateLimiter = scope["app"].state.rate_limiter
+        key = limit_key(rule.limit.name, principal.tenant_id, principal.subject)
+        try:
+            decision = await limiter.check(key, rate)
+        except RateLimiterUnavailable:
+            if rule.limit.kind in self.settings.kinds_without_redis:
+                return None
+            raise LimiterDown from None
+        if not decision.allowed:
+            raise RateLimited(decision, rule.limit.name)
+        return decision

@@ -1,0 +1,36 @@
+"""The read API's connections to the read models, each checked out for one tenant.
+
+The pool's sessions run as `beeoclock_reader` (migration 007): they can only SELECT the read
+models, and row-level security shows them only the rows of the tenant set on checkout. Every
+query the read API makes also filters by tenant itself; this is the second wall behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+READER_ROLE = "beeoclock_reader"
+_SET_TENANT = "SELECT set_config('beeoclock.tenant_id', %s, false)"
+
+
+async def as_reader(conn: AsyncConnection[Any]) -> None:
+    """The pool's `configure`: every session of the pool acts as the reader role."""
+    await conn.execute(f"SET ROLE {READER_ROLE}")
+
+
+class TenantPool:
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self.pool = pool
+
+    @asynccontextmanager
+    async def connection(self, tenant_id: str) -> AsyncIterator[AsyncConnection[Any]]:
+        """A connection that sees `tenant_id`'s rows only. The tenant is set in the same
+        round trip as the first query (pipeline mode)."""
+        async with self.pool.connection() as conn, conn.pipeline():
+            await conn.execute(_SET_TENANT, (tenant_id,), prepare=True)
+            yield conn

@@ -1,0 +1,112 @@
+"""Group commit against the real event store: concurrent commands share one transaction, and
+each keeps its own outcome (a duplicate loses alone, the rest commit)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from beeoclock.bootstrap import panel_application
+from beeoclock.settings import Settings
+from commands import handlers
+from commands.application import PanelApplication
+from commands.context import Meta
+from commands.customer import RegisterCustomer
+from commands.errors import Conflict
+from commands.recorder import PanelRecorder
+
+
+@pytest.fixture(scope="module")
+def app(settings: Settings) -> Iterator[PanelApplication]:
+    application = panel_application(settings, pool_size=40)
+    yield application
+    application.close()
+
+
+def register(app: PanelApplication, tenant: str, email: str) -> str:
+    meta = Meta(tenant, "user-1", uuid.uuid4().hex, datetime.now(UTC))
+    try:
+        handlers.register_customer(
+            app,
+            RegisterCustomer(
+                meta, uuid.uuid4().hex[:24], {"email": email}, "regular", "active", [], None
+            ),
+        )
+    except Conflict:
+        return "409"
+    return "201"
+
+
+def queued(app: PanelApplication) -> int:
+    recorder = app.recorder
+    assert isinstance(recorder, PanelRecorder)
+    with recorder._turn:
+        return len(recorder._queue)
+
+
+def race_behind_a_lock(
+    app: PanelApplication, settings: Settings, emails: list[str], tenant: str
+) -> list[str]:
+    """Hold the event table's lock while every command queues, then let them commit."""
+    outcomes: list[str] = []
+    with psycopg.connect(settings.database_url) as blocker:
+        blocker.execute("LOCK TABLE panel_events IN EXCLUSIVE MODE")
+        threads = [
+            threading.Thread(target=lambda e=e: outcomes.append(register(app, tenant, e)))
+            for e in emails
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while queued(app) < len(emails) - 1 and time.monotonic() < deadline:
+            time.sleep(0.01)  # one leader waits on the lock, the others in the queue
+        blocker.rollback()
+    for thread in threads:
+        thread.join(30)
+    return outcomes
+
+
+def transactions_of(settings: Settings, tenant: str) -> int:
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute(
+            "SELECT count(DISTINCT xmin::text) FROM panel_events WHERE originator_id LIKE %s",
+            (f"customer:{tenant}:%",),
+        ).fetchone()
+    return int(row[0]) if row else -1
+
+
+def test_concurrent_commands_commit_together(app: PanelApplication, settings: Settings) -> None:
+    tenant = uuid.uuid4().hex
+    emails = [f"{i}@{tenant}.example" for i in range(24)]
+    outcomes = race_behind_a_lock(app, settings, emails, tenant)
+    assert outcomes.count("201") == 24
+    assert transactions_of(settings, tenant) <= 3  # the leader's group, then everyone else
+
+
+def test_in_a_group_a_duplicate_loses_alone(app: PanelApplication, settings: Settings) -> None:
+    tenant = uuid.uuid4().hex
+    same = [f"same@{tenant}.example"] * 10
+    unique = [f"{i}@{tenant}.example" for i in range(10)]
+    outcomes = race_behind_a_lock(app, settings, [*same, *unique], tenant)
+    assert Counter(outcomes) == {"201": 11, "409": 9}
+    with psycopg.connect(settings.database_url) as conn:
+        customers = conn.execute(
+            "SELECT count(*) FROM panel_events WHERE originator_id LIKE %s",
+            (f"customer:{tenant}:%",),
+        ).fetchone()
+    assert customers == (11,)
+
+
+def test_a_command_alone_commits_at_once(app: PanelApplication, settings: Settings) -> None:
+    tenant = uuid.uuid4().hex
+    started = time.monotonic()
+    assert register(app, tenant, f"alone@{tenant}.example") == "201"
+    assert time.monotonic() - started < 2
+    assert transactions_of(settings, tenant) == 1

@@ -1,0 +1,181 @@
+"""Crypto-shredding against the real event store: personal data is sealed in stored events and
+snapshots with the customer's own key, opened transparently, bound to its customer, and
+unreadable for good once the key is deleted."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from beeoclock.bootstrap import panel_application
+from beeoclock.settings import Settings
+from commands import handlers
+from commands.application import PanelApplication
+from commands.context import Meta
+from commands.errors import Conflict
+from commands.customer import Customer, EraseCustomer, RegisterCustomer, UpdateCustomer
+from events.base import stream_id
+from events.pii import ERASED, VaultError
+
+PERSONAL = {
+    "firstName": "Zofia",
+    "lastName": "Wiśniewska",
+    "email": "zofia.w@example.com",
+    "phone": "48601234567",
+    "note": "prefers mornings",
+}
+
+
+@pytest.fixture(scope="module")
+def app(settings: Settings) -> Iterator[PanelApplication]:
+    application = panel_application(settings)
+    yield application
+    application.close()
+
+
+def meta(tenant: str) -> Meta:
+    return Meta(tenant, "user-1", uuid.uuid4().hex, datetime.now(UTC))
+
+
+def register(app: PanelApplication, tenant: str, customer_id: str, **personal: Any) -> None:
+    handlers.register_customer(
+        app,
+        RegisterCustomer(
+            meta(tenant),
+            customer_id,
+            {**PERSONAL, **personal},
+            "regular",
+            "active",
+            [],
+            None,
+        ),
+    )
+
+
+def stored_states(
+    settings: Settings, originator_id: str, table: str = "panel_events"
+) -> list[bytes]:
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute(
+            f"SELECT state FROM {table} WHERE originator_id = %s ORDER BY originator_version",
+            (originator_id,),
+        ).fetchall()
+    return [bytes(r[0]) for r in rows]
+
+
+def test_stored_events_hold_ciphertext_and_the_application_reads_plain_values(
+    app: PanelApplication, settings: Settings
+) -> None:
+    tenant, customer_id = uuid.uuid4().hex, "c1"
+    register(app, tenant, customer_id)
+    stream = stream_id("customer", tenant, customer_id)
+    (state,) = stored_states(settings, stream)
+    assert b'"sealed"' in state
+    for value in PERSONAL.values():
+        assert value.encode() not in state
+        assert value.encode("unicode_escape") not in state
+    customer = handlers.load_customer(app, tenant, customer_id)
+    assert customer.state.personal == PERSONAL
+
+
+def test_a_sealed_value_is_bound_to_its_customer(app: PanelApplication, settings: Settings) -> None:
+    tenant = uuid.uuid4().hex
+    register(app, tenant, "victim", email="victim@example.com", phone=None)
+    register(app, tenant, "thief", email="thief@example.com", phone=None)
+    victim, thief = (stream_id("customer", tenant, c) for c in ("victim", "thief"))
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute(
+            "UPDATE panel_events SET state = (SELECT state FROM panel_events WHERE "
+            "originator_id = %s) WHERE originator_id = %s",
+            (victim, thief),
+        )
+    with pytest.raises(VaultError):
+        handlers.load_customer(app, tenant, "thief")
+
+
+def test_after_erasure_every_copy_reads_as_erased_and_the_key_is_gone(
+    app: PanelApplication, settings: Settings
+) -> None:
+    tenant, customer_id = uuid.uuid4().hex, "c2"
+    register(app, tenant, customer_id, note=None)
+    handlers.update_customer(
+        app,
+        UpdateCustomer(
+            meta(tenant),
+            customer_id,
+            {**PERSONAL, "firstName": "Zosia", "note": None},
+            "regular",
+            "active",
+            [],
+            None,
+        ),
+    )
+    outcome = handlers.erase_customer(app, EraseCustomer(meta(tenant), customer_id, "request #12"))
+    assert outcome.state.erased
+    assert outcome.state.personal == {k: ERASED for k in PERSONAL if k != "note"}
+    with psycopg.connect(settings.database_url) as conn:
+        keys = conn.execute(
+            "SELECT wrapped IS NULL, erased_at IS NOT NULL FROM pii_keys WHERE tenant_id = %s",
+            (tenant,),
+        ).fetchall()
+    assert keys == [(True, True)], "the key is destroyed; its row stays as a marker"
+    with app.keys():
+        events = list(app.events.get(stream_id("customer", tenant, customer_id)))
+    assert events[0].personal == {k: ERASED for k in PERSONAL if k != "note"}
+    assert events[1].personal["firstName"] == ERASED
+    assert type(events[-1]).__name__ == "CustomerErased"
+    assert events[-1].reason == "request #12"
+
+
+def test_snapshots_seal_personal_data_and_load_plain(
+    app: PanelApplication, settings: Settings
+) -> None:
+    tenant, customer_id = uuid.uuid4().hex, "c3"
+    register(app, tenant, customer_id)
+    stream = stream_id("customer", tenant, customer_id)
+    with app.keys():
+        app.take_snapshot(stream)
+    (snapshot,) = stored_states(settings, stream, table="panel_snapshots")
+    assert b'"sealed"' in snapshot
+    assert PERSONAL["email"].encode() not in snapshot
+    with app.keys():
+        loaded: Customer = app.repository.get(stream)
+    assert loaded.state.personal == PERSONAL
+
+
+def test_an_erased_customers_id_never_gets_a_new_key(
+    app: PanelApplication, settings: Settings
+) -> None:
+    tenant, customer_id = uuid.uuid4().hex, "c5"
+    register(app, tenant, customer_id)
+    handlers.erase_customer(app, EraseCustomer(meta(tenant), customer_id, "asked"))
+    with pytest.raises(Conflict, match="already exists"):
+        register(app, tenant, customer_id, email="new@example.com")
+    with app.keys():
+        events = list(app.events.get(stream_id("customer", tenant, customer_id)))
+    assert events[0].personal["email"] == ERASED
+
+
+def test_the_wrong_master_key_cannot_open_anything(settings: Settings) -> None:
+    import base64
+    import secrets
+
+    tenant = uuid.uuid4().hex
+    right = panel_application(settings)
+    wrong = panel_application(
+        settings.model_copy(
+            update={"master_key": base64.b64encode(secrets.token_bytes(32)).decode()}
+        )
+    )
+    try:
+        register(right, tenant, "c4")
+        with pytest.raises(VaultError, match="MASTER_KEY"):
+            handlers.load_customer(wrong, tenant, "c4")
+    finally:
+        right.close()
+        wrong.close()

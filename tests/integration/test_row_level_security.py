@@ -1,0 +1,129 @@
+"""The read API's second wall: as `beeoclock_reader` a session sees only the read models, only
+the rows of the tenant it named, nothing at all before it names one, and can change nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import errors
+from psycopg_pool import AsyncConnectionPool
+
+from beeoclock.settings import Settings
+from projections.tenant_pool import READER_ROLE, TenantPool, as_reader
+
+DOC = '{"_id": "x"}'
+
+
+@pytest.fixture(scope="module")
+def two_tenants(settings: Settings) -> tuple[str, str]:
+    a, b = uuid.uuid4().hex, uuid.uuid4().hex
+    with psycopg.connect(settings.database_url) as conn:
+        for tenant, count in ((a, 3), (b, 2)):
+            for i in range(count):
+                conn.execute(
+                    "INSERT INTO customers (tenant_id, id, version, state, created_at, "
+                    "updated_at, search, doc) VALUES (%s, %s, 1, 'active', now(), now(), '', %s)",
+                    (tenant, f"c{i}", DOC),
+                )
+    return a, b
+
+
+def reader(url: str) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(url, autocommit=True)
+    conn.execute(f"SET ROLE {READER_ROLE}")
+    return conn
+
+
+def count(conn: psycopg.Connection[Any], sql: str = "SELECT count(*) FROM customers") -> int:
+    row = conn.execute(sql).fetchone()
+    return int(row[0]) if row else -1
+
+
+def test_a_query_without_a_tenant_sees_nothing(
+    settings: Settings, two_tenants: tuple[str, str]
+) -> None:
+    with reader(settings.database_url) as conn:
+        assert count(conn) == 0
+        conn.execute("SELECT set_config('beeoclock.tenant_id', %s, false)", (two_tenants[0],))
+        assert count(conn) == 3, "a query that forgot its tenant filter sees one tenant only"
+        conn.execute("SELECT set_config('beeoclock.tenant_id', %s, false)", (two_tenants[1],))
+        assert count(conn) == 2
+
+
+def test_the_reader_can_change_nothing_and_read_nothing_but_the_read_models(
+    settings: Settings, two_tenants: tuple[str, str]
+) -> None:
+    forbidden = [
+        "INSERT INTO customers (tenant_id, id, version, state, created_at, updated_at, search, "
+        "doc) VALUES ('t', 'x', 1, 'active', now(), now(), '', '{}')",
+        "UPDATE customers SET version = 99",
+        "DELETE FROM customers",
+        "SELECT count(*) FROM panel_events",
+        "SELECT count(*) FROM panel_keys",
+        "SELECT count(*) FROM projector_offsets",
+        "SELECT count(*) FROM customers_p0",  # a partition, around the policy
+        "UPDATE applied_positions SET position = 0",
+    ]
+    with reader(settings.database_url) as conn:
+        for sql in forbidden:
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(sql)
+    with psycopg.connect(settings.database_url) as owner:
+        assert count(owner) >= 5, "the rows are still all there"
+
+
+def test_the_read_api_pool_sets_the_tenant_on_every_checkout(
+    settings: Settings, two_tenants: tuple[str, str]
+) -> None:
+    async def scenario() -> list[int]:
+        async with AsyncConnectionPool(
+            settings.database_url,
+            min_size=1,
+            max_size=1,  # one connection: the second tenant reuses the first one's session
+            kwargs={"autocommit": True},
+            configure=as_reader,
+        ) as pool:
+            tenants = TenantPool(pool)
+            seen = []
+            for tenant in (*two_tenants, "nobody"):
+                async with tenants.connection(tenant) as conn:
+                    cur = await conn.execute("SELECT count(*) FROM customers")
+                    row = await cur.fetchone()
+                    seen.append(int(row[0]) if row else -1)
+            return seen
+
+    assert asyncio.run(scenario()) == [3, 2, 0]
+
+
+@pytest.fixture
+def login_role(settings: Settings) -> Iterator[str]:
+    """A production-style login role: a member of beeoclock_reader, with nothing of its own."""
+    name = f"panel_read_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {name} LOGIN IN ROLE {READER_ROLE}")
+    parts = urlsplit(settings.database_url)
+    netloc = parts.netloc.rpartition("@")[2]
+    try:
+        yield urlunsplit(parts._replace(netloc=f"{name}@{netloc}"))
+    finally:
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE {name}")
+
+
+def test_a_login_role_in_the_reader_role_gets_the_same_walls(
+    login_role: str, two_tenants: tuple[str, str]
+) -> None:
+    with reader(login_role) as conn:
+        assert count(conn) == 0
+        conn.execute("SELECT set_config('beeoclock.tenant_id', %s, false)", (two_tenants[1],))
+        assert count(conn) == 2
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM customers")
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("RESET ROLE; SELECT count(*) FROM panel_events")

@@ -1,0 +1,219 @@
+"""GDPR: a customer's data exported as one portable document, or erased everywhere it lives.
+
+Export (`beeoclock gdpr export`, `GET /api/v1/customer/{id}/export`): the customer's current
+state and every event with its personal data opened, and every place the customer appears.
+
+Erasure (`beeoclock gdpr erase`): a `CustomerErased` event (who, when, why; no personal
+data), the release of the customer's email and phone, and the deletion of their data key
+commit in one transaction (commands/handlers.py); from then on every sealed copy of their
+personal data (events, snapshots, Kafka messages, backups) is unreadable. Then the customer
+leaves the read model for a tombstone (so no replay or redelivery brings them back) and the
+cached answers of the tenant's customers are dropped. Erasing again changes nothing more.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import redis
+from kafka.partitioner.default import murmur2
+
+from beeoclock.settings import Settings
+from beeoclock.text import printable
+from commands import handlers, uniqueness
+from commands.application import PanelApplication
+from commands.context import Meta
+from commands.customer import EraseCustomer, unique_values
+from commands.errors import InvalidCommand, NotFound
+from events.base import PanelEvent, stream_id
+from events.customer import CustomerState, evolve
+from events.timefmt import iso_ms
+from projections import cache, customers
+
+SCHEMA = "beeoclock.gdpr-export.v1"
+MAX_REASON = 500
+_BASE = {"originator_id", "originator_version", "timestamp", "tenant_id", "actor", "request_id"}
+_BASE |= {"originator_topic"}
+
+
+def _events(app: PanelApplication, tenant_id: str, customer_id: str) -> list[PanelEvent]:
+    found = app.events.get(stream_id(customers.STREAM, tenant_id, customer_id))
+    events = [e for e in found if isinstance(e, PanelEvent)]
+    if not events:
+        msg = f"customer {customer_id} not found"
+        raise NotFound(msg)
+    return events
+
+
+def event_record(event: PanelEvent) -> dict[str, Any]:
+    return {
+        "version": event.originator_version,
+        "type": type(event).__name__,
+        "at": iso_ms(event.timestamp),
+        "actor": event.actor,
+        "requestId": event.request_id,
+        "data": {k: v for k, v in vars(event).items() if k not in _BASE},
+    }
+
+
+def _cached_keys(client: redis.Redis | None, pattern: str) -> list[bytes] | None:
+    if client is None:
+        return None
+    try:
+        return list(client.scan_iter(match=pattern, count=1000))
+    except (redis.RedisError, OSError):
+        return None
+
+
+def export_customer(
+    app: PanelApplication,
+    conn: psycopg.Connection[Any],
+    settings: Settings,
+    tenant_id: str,
+    customer_id: str,
+    redis_client: redis.Redis | None = None,
+) -> dict[str, Any]:
+    """Everything about one customer of one tenant, as one JSON-ready document."""
+    stream = stream_id(customers.STREAM, tenant_id, customer_id)
+    with app.keys():
+        events = _events(app, tenant_id, customer_id)
+        state: CustomerState | None = None
+        for event in events:
+            state = evolve(state, event)
+        assert state is not None
+        held = []
+        for kind, value in sorted(unique_values(state).items()):
+            if value is None:
+                continue
+            rid = uniqueness.record_id(app.uniqueness_key, tenant_id, kind, value)
+            record = uniqueness.load_record(app, rid)
+            if record is not None and record.owner == customer_id:
+                held.append(kind)
+        key_present = app.vault is not None and app.vault.key((tenant_id, customer_id)) is not None
+    row = conn.execute(
+        "SELECT version FROM customers WHERE tenant_id = %s AND id = %s", (tenant_id, customer_id)
+    ).fetchone()
+    snapshots = conn.execute(
+        "SELECT count(*) FROM panel_snapshots WHERE originator_id = %s", (stream,)
+    ).fetchone()
+    tombstone = conn.execute(
+        "SELECT version FROM customer_tombstones WHERE tenant_id = %s AND id = %s",
+        (tenant_id, customer_id),
+    ).fetchone()
+    cached = _cached_keys(redis_client, f"v:{tenant_id}:customer:{customer_id}:*")
+    partition = (murmur2(tenant_id.encode()) & 0x7FFFFFFF) % settings.kafka_partitions
+    sealed = "sealed with the customer's own key" if not state.erased else "sealed; key erased"
+    return {
+        "schema": SCHEMA,
+        "exportedAt": iso_ms(datetime.now(UTC)),
+        "tenantId": tenant_id,
+        "customerId": customer_id,
+        "erased": state.erased,
+        "current": state.to_dto(),
+        "events": [event_record(e) for e in events],
+        "appearsIn": [
+            {
+                "place": "event store",
+                "table": "panel_events",
+                "stream": stream,
+                "events": len(events),
+                "personalData": sealed,
+            },
+            {
+                "place": "snapshots",
+                "table": "panel_snapshots",
+                "snapshots": int(snapshots[0]) if snapshots else 0,
+                "personalData": sealed,
+            },
+            {
+                "place": "read model",
+                "table": "customers",
+                "present": row is not None,
+                "tombstone": tombstone is not None,
+            },
+            {
+                "place": "uniqueness records",
+                "held": held,
+                "note": "ids are keyed hashes of the values, never the values",
+            },
+            {"place": "data key", "table": "pii_keys", "present": key_present},
+            {
+                "place": "kafka",
+                "topic": settings.topic_customer,
+                "partition": partition,
+                "messages": len(events),
+                "personalData": sealed,
+            },
+            {
+                "place": "cache",
+                "entries": len(cached) if cached is not None else None,
+                "note": f"pages of the customer list may hold the customer for up to "
+                f"{settings.cache_page_ttl_s} s after a change",
+            },
+        ],
+    }
+
+
+def erase_customer(
+    app: PanelApplication,
+    conn: psycopg.Connection[Any],
+    settings: Settings,
+    tenant_id: str,
+    customer_id: str,
+    reason: str,
+    actor: str,
+    redis_client: redis.Redis | None = None,
+) -> dict[str, Any]:
+    """Erase one customer's personal data everywhere; returns what was done (no personal
+    data). Raises NotFound for a customer the tenant never had."""
+    reason = reason.strip()
+    try:
+        printable(reason)
+    except ValueError as exc:
+        raise InvalidCommand(f"reason {exc}") from None
+    if not reason or len(reason) > MAX_REASON:
+        msg = f"a reason of 1 to {MAX_REASON} characters is required"
+        raise InvalidCommand(msg)
+    meta = Meta(tenant_id, actor, f"gdpr-erase-{uuid.uuid4().hex}", datetime.now(UTC))
+    outcome = handlers.erase_customer(app, EraseCustomer(meta, customer_id, reason))
+
+    # out of the read model now (the projector would do it too, when it gets there)
+    stream = stream_id(customers.STREAM, tenant_id, customer_id)
+    with app.keys():
+        last = next(iter(app.events.get(stream, desc=True, limit=1)))
+
+        def missing(originator_id: str, after: int, before: int) -> list[PanelEvent]:
+            found = app.events.get(originator_id, gt=after, lte=before - 1)
+            return [e for e in found if isinstance(e, PanelEvent)]
+
+        with conn.transaction(), conn.cursor() as cur:
+            assert isinstance(last, PanelEvent)
+            customers.project(cur, [last], missing)
+
+    # and out of the cache: the tenant's customer answers, lists included
+    removed = None
+    if redis_client is not None:
+        ttl_s = 2 * max(settings.cache_entity_ttl_s, settings.cache_page_ttl_s) + 60
+        generations = [
+            cache.generation_key(tenant_id, customers.STREAM),
+            cache.generation_key(tenant_id, customers.STREAM, customer_id),
+        ]
+        cache.invalidate(redis_client, generations, ttl_s)
+        keys = _cached_keys(redis_client, f"v:{tenant_id}:{customers.STREAM}:*")
+        if keys:
+            for start in range(0, len(keys), 500):
+                redis_client.unlink(*keys[start : start + 500])
+        removed = len(keys) if keys is not None else None
+    return {
+        "tenantId": tenant_id,
+        "customerId": customer_id,
+        "erasedNow": outcome.position is not None,
+        "position": outcome.position,
+        "version": outcome.state.version,
+        "readModel": "removed (tombstone kept)",
+        "cacheEntriesRemoved": removed,
+        "actor": actor,
+    }

@@ -1,0 +1,483 @@
+"""`beeoclock replay`: rebuild a read model from the event store, while the APIs keep serving.
+
+1. The events of the projection (and tenant) are read from the event store in notification
+   order, their personal data opened, and applied with the projection's own code into a
+   staging table (`customers__rebuild`, or one per tenant). Each batch commits with the
+   run's position in `replay_runs`, so an interrupted replay resumes where it stopped.
+2. Caught up, the staging table gets the live table's indexes; then one short transaction
+   locks the live table against the projector's writes (reads go on), applies the last
+   events, and swaps: the live table is replaced by the staging one (whole-table replay), or
+   the tenant's rows are replaced by the rebuilt ones (`--tenant`). Readers see the old rows
+   until the commit and the new ones after it; the projector, blocked for that moment, then
+   goes on against the new table (its rows are version-gated, so nothing applies twice).
+3. Cached answers of what was rebuilt are dropped.
+
+`--check` rebuilds the same way into a staging table that is compared with the live one and
+dropped: rows missing, extra or different are reported (a live row behind the rebuild is
+reported as lag, not as damage, when the projector is still catching up).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import redis
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import get_topic
+from psycopg import sql
+
+from beeoclock.bootstrap import panel_application
+from beeoclock.settings import Settings
+from commands.application import PanelApplication
+from events.base import PanelEvent
+from events.customer import CUSTOMER_EVENTS
+from events.service import SERVICE_EVENTS
+from projections import customers, services
+from projections.versioned import MissingEvents
+from workers.progress import Progress
+
+log = logging.getLogger(__name__)
+
+BATCH = 5000
+#: the swap waits at most this long for the live table's lock
+LOCK_TIMEOUT = "30s"
+_LOCK_CLASS = 0x7265706C  # advisory lock (class, hash of the run's name): one run at a time
+
+
+@dataclass(frozen=True)
+class Target:
+    """A read model a replay can rebuild."""
+
+    name: str
+    table: str
+    stream: str
+    events: tuple[type[PanelEvent], ...]
+    project: Callable[..., set[tuple[str, str]]]
+
+    @property
+    def topics(self) -> list[str]:
+        return [get_topic(cls) for cls in self.events]
+
+    @property
+    def personal_topics(self) -> set[str]:
+        return {get_topic(cls) for cls in self.events if getattr(cls, "personal_data", ())}
+
+
+TARGETS = {
+    "customers": Target(
+        "customers", customers.TABLE, customers.STREAM, CUSTOMER_EVENTS, customers.project
+    ),
+    "services": Target(
+        "services", services.TABLE, services.STREAM, SERVICE_EVENTS, services.project
+    ),
+}
+
+
+class ReplayError(Exception):
+    """The replay can't go on (another one is running, the schema is not as expected)."""
+
+
+@dataclass
+class Report:
+    """What a replay did, or what a check found."""
+
+    projection: str
+    tenant: str | None
+    events: int = 0
+    rows: int = 0
+    missing: list[tuple[str, str]] = field(default_factory=list)
+    extra: list[tuple[str, str]] = field(default_factory=list)
+    different: list[tuple[str, str]] = field(default_factory=list)
+    behind: list[tuple[str, str]] = field(default_factory=list)
+    resumed_from: int = 0
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.missing or self.extra or self.different)
+
+    def as_dict(self, examples: int = 20) -> dict[str, Any]:
+        return {
+            "projection": self.projection,
+            "tenant": self.tenant,
+            "events": self.events,
+            "rows": self.rows,
+            "resumedFrom": self.resumed_from,
+            **{
+                name: {"count": len(found), "examples": [list(k) for k in found[:examples]]}
+                for name, found in (
+                    ("missing", self.missing),
+                    ("extra", self.extra),
+                    ("different", self.different),
+                    ("behind", self.behind),
+                )
+            },
+        }
+
+
+def _ident(*parts: str) -> sql.Identifier:
+    return sql.Identifier(*parts)
+
+
+class Replay:
+    def __init__(
+        self,
+        settings: Settings,
+        target: Target,
+        tenant: str | None = None,
+        *,
+        batch: int = BATCH,
+        restart: bool = False,
+        progress: bool = True,
+        checking: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.target = target
+        self.tenant = tenant
+        self.batch = batch
+        self.restart = restart
+        self.show_progress = progress
+        # a check builds beside a rebuild, never in its place
+        purpose = "check" if checking else "rebuild"
+        suffix = hashlib.blake2b(tenant.encode(), digest_size=6).hexdigest() if tenant else ""
+        self.staging = f"{target.table}__{purpose}{'_' + suffix if suffix else ''}"
+        self.run_name = f"{purpose}:{target.name}:{tenant or '*'}"
+
+    # -- public --------------------------------------------------------------------
+
+    def run(self) -> Report:
+        """Rebuild and swap in."""
+        with self._session() as (conn, app):
+            report = self._build(conn, app, fresh=self.restart)
+            self._swap(conn, app, report)
+        self._drop_cached()
+        return report
+
+    def check(self) -> Report:
+        """Rebuild into a staging table, compare with the live table, drop the staging."""
+        with self._session() as (conn, app):
+            report = self._build(conn, app, fresh=True)
+            with conn.transaction():
+                self._catch_up(conn, app, report)
+                self._compare(conn, report)
+                self._drop_staging(conn)
+                conn.execute("DELETE FROM replay_runs WHERE name = %s", (self.run_name,))
+        return report
+
+    # -- building ------------------------------------------------------------------
+
+    @contextmanager
+    def _session(self) -> Iterator[tuple[psycopg.Connection[Any], PanelApplication]]:
+        app = panel_application(self.settings, pool_size=2)
+        if app.vault is None:
+            msg = "replaying needs BEEOCLOCK_MASTER_KEY (to open personal data)"
+            raise ReplayError(msg)
+        try:
+            with psycopg.connect(self.settings.database_url) as conn:
+                key = int.from_bytes(
+                    hashlib.blake2b(self.run_name.encode(), digest_size=4).digest()
+                )
+                row = conn.execute(
+                    "SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_CLASS, key - 2**31)
+                ).fetchone()
+                conn.commit()
+                if not row or not row[0]:
+                    msg = f"a replay of {self.run_name} is already running"
+                    raise ReplayError(msg)
+                yield conn, app
+        finally:
+            app.close()
+
+    def _build(
+        self, conn: psycopg.Connection[Any], app: PanelApplication, *, fresh: bool
+    ) -> Report:
+        report = Report(self.target.name, self.tenant)
+        with conn.transaction():
+            position = None if fresh else self._resumable(conn)
+            if position is None:
+                self._drop_staging(conn)
+                self._create_staging(conn)
+                conn.execute(
+                    "INSERT INTO replay_runs (name, projection, tenant_id, staging, position) "
+                    "VALUES (%s, %s, %s, %s, 0) ON CONFLICT (name) DO UPDATE SET "
+                    "staging = EXCLUDED.staging, position = 0, started_at = now(), "
+                    "updated_at = now()",
+                    (self.run_name, self.target.name, self.tenant, self.staging),
+                )
+                position = 0
+            report.resumed_from = position
+            total = self._remaining(conn, position)
+        progress = Progress(f"replay {self.run_name}", total) if self.show_progress else None
+        while True:
+            with conn.transaction():
+                applied = self._apply_batch(conn, app, report)
+            if progress:
+                progress.advance(applied)
+            if applied < self.batch:
+                break
+        if progress:
+            progress.finish()
+        if not self.tenant:
+            with conn.transaction():
+                self._index_staging(conn)
+        return report
+
+    def _resumable(self, conn: psycopg.Connection[Any]) -> int | None:
+        row = conn.execute(
+            "SELECT position, to_regclass(staging) IS NOT NULL FROM replay_runs WHERE name = %s",
+            (self.run_name,),
+        ).fetchone()
+        if row and row[1]:
+            log.info("resuming %s from position %s", self.run_name, row[0])
+            return int(row[0])
+        return None
+
+    def _position(self, conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute(
+            "SELECT position FROM replay_runs WHERE name = %s", (self.run_name,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def _filter(self, position: int) -> tuple[sql.Composable, list[Any]]:
+        where: sql.Composable = sql.SQL("notification_id > %s AND topic = ANY(%s)")
+        params: list[Any] = [position, self.target.topics]
+        if self.tenant:
+            where = sql.SQL("{} AND starts_with(originator_id, %s)").format(where)
+            params.append(f"{self.target.stream}:{self.tenant}:")
+        return where, params
+
+    def _remaining(self, conn: psycopg.Connection[Any], position: int) -> int:
+        where, params = self._filter(position)
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM panel_events WHERE {}").format(where), params
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def _apply_batch(
+        self, conn: psycopg.Connection[Any], app: PanelApplication, report: Report
+    ) -> int:
+        """Apply the next batch to the staging table; returns how many events it held."""
+        position = self._position(conn)
+        where, params = self._filter(position)
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state "
+                "FROM panel_events WHERE {} ORDER BY notification_id LIMIT %s"
+            ).format(where),
+            [*params, self.batch],
+        ).fetchall()
+        if not rows:
+            return 0
+        personal = self.target.personal_topics
+        with app.keys():
+            assert app.vault is not None
+            app.vault.prefetch(app.subjects_of_ids(r[1] for r in rows if r[3] in personal))
+            events = [
+                app.mapper.to_domain_event(StoredEvent(r[1], r[2], r[3], bytes(r[4]))) for r in rows
+            ]
+            with conn.cursor() as cur:
+                changed = self.target.project(cur, events, self._missing(app), self.staging)
+        conn.execute(
+            "UPDATE replay_runs SET position = %s, updated_at = now() WHERE name = %s",
+            (rows[-1][0], self.run_name),
+        )
+        report.events += len(rows)
+        report.rows += len(changed)
+        return len(rows)
+
+    @staticmethod
+    def _missing(app: PanelApplication) -> MissingEvents:
+        def missing(originator_id: str, after: int, before: int) -> Sequence[PanelEvent]:
+            found = app.events.get(originator_id, gt=after, lte=before - 1)
+            return [e for e in found if isinstance(e, PanelEvent)]
+
+        return missing
+
+    def _catch_up(
+        self, conn: psycopg.Connection[Any], app: PanelApplication, report: Report
+    ) -> None:
+        while self._apply_batch(conn, app, report) == self.batch:
+            pass
+
+    # -- staging tables ------------------------------------------------------------
+
+    def _drop_staging(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(self.staging)))
+
+    def _create_staging(self, conn: psycopg.Connection[Any]) -> None:
+        live, staging = _ident(self.target.table), _ident(self.staging)
+        like = sql.SQL("LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE").format(
+            live
+        )
+        if self.tenant:
+            conn.execute(sql.SQL("CREATE TABLE {} ({})").format(staging, like))
+        else:
+            conn.execute(
+                sql.SQL("CREATE TABLE {} ({}) PARTITION BY HASH (tenant_id)").format(staging, like)
+            )
+            for name, bound in conn.execute(
+                "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+                "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass",
+                (self.target.table,),
+            ).fetchall():
+                part = f"{self.staging}{name.removeprefix(self.target.table)}"
+                conn.execute(
+                    sql.SQL("CREATE TABLE {} PARTITION OF {} {}").format(
+                        _ident(part), staging, sql.SQL(bound)
+                    )
+                )
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY (tenant_id, id)").format(
+                staging, _ident(f"{self.staging}_pkey")
+            )
+        )
+
+    def _index_staging(self, conn: psycopg.Connection[Any]) -> None:
+        """The live table's secondary indexes, built once the rows are in (much faster)."""
+        for name, definition in conn.execute(
+            "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = %s::regclass AND NOT i.indisprimary",
+            (self.target.table,),
+        ).fetchall():
+            match = re.match(r"^CREATE (UNIQUE )?INDEX \S+ ON (?:ONLY )?\S+ (.*)$", definition)
+            if not match:
+                msg = f"unexpected index definition: {definition}"
+                raise ReplayError(msg)
+            staged = f"{self.staging}{name.removeprefix(self.target.table)}"
+            conn.execute(
+                sql.SQL("CREATE {}INDEX IF NOT EXISTS {} ON {} {}").format(
+                    sql.SQL(match[1] or ""), _ident(staged), _ident(self.staging), sql.SQL(match[2])
+                )
+            )
+
+    def _copy_access(self, conn: psycopg.Connection[Any]) -> None:
+        """The live table's grants, row-level security and policies, on the staging table."""
+        live, staging = self.target.table, _ident(self.staging)
+        for grantee, privilege in conn.execute(
+            "SELECT grantee, privilege_type FROM information_schema.role_table_grants "
+            "WHERE table_name = %s AND grantee NOT IN (current_user, 'PUBLIC')",
+            (live,),
+        ).fetchall():
+            conn.execute(
+                sql.SQL("GRANT {} ON {} TO {}").format(sql.SQL(privilege), staging, _ident(grantee))
+            )
+        row = conn.execute(
+            "SELECT relrowsecurity FROM pg_class WHERE oid = %s::regclass", (live,)
+        ).fetchone()
+        if row and row[0]:
+            conn.execute(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(staging))
+        for name, command, roles, qual in conn.execute(
+            "SELECT policyname, cmd, roles, qual FROM pg_policies WHERE tablename = %s", (live,)
+        ).fetchall():
+            conn.execute(
+                sql.SQL("CREATE POLICY {} ON {} FOR {} TO {} USING ({})").format(
+                    _ident(name),
+                    staging,
+                    sql.SQL(command),
+                    sql.SQL(", ").join(_ident(r) for r in roles),
+                    sql.SQL(qual),
+                )
+            )
+
+    # -- swapping and comparing ----------------------------------------------------
+
+    def _swap(self, conn: psycopg.Connection[Any], app: PanelApplication, report: Report) -> None:
+        live, staging = _ident(self.target.table), _ident(self.staging)
+        # most of the tail without blocking anyone; the last of it under the lock
+        self._catch_up(conn, app, report)
+        conn.commit()
+        with conn.transaction():
+            conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+            conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(live))
+            self._catch_up(conn, app, report)
+            if self.tenant:
+                conn.execute(
+                    sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(live), (self.tenant,)
+                )
+                conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(live, staging))
+                conn.execute(sql.SQL("DROP TABLE {}").format(staging))
+            else:
+                self._copy_access(conn)
+                self._replace_live(conn)
+            conn.execute("DELETE FROM replay_runs WHERE name = %s", (self.run_name,))
+        log.info(
+            "replay %s swapped in: %d events, %d rows", self.run_name, report.events, report.rows
+        )
+
+    def _replace_live(self, conn: psycopg.Connection[Any]) -> None:
+        """Drop the live table and give the staging one its name, and its children theirs."""
+        table = self.target.table
+        children = conn.execute(
+            "SELECT c.relname, c.relkind FROM pg_class c WHERE c.oid IN ("
+            " SELECT inhrelid FROM pg_inherits WHERE inhparent = %s::regclass"
+            " UNION SELECT indexrelid FROM pg_index WHERE indrelid = %s::regclass"
+            " UNION SELECT conindid FROM pg_constraint WHERE conrelid = %s::regclass)",
+            (self.staging, self.staging, self.staging),
+        ).fetchall()
+        conn.execute(sql.SQL("DROP TABLE {}").format(_ident(table)))
+        conn.execute(
+            sql.SQL("ALTER TABLE {} RENAME TO {}").format(_ident(self.staging), _ident(table))
+        )
+        for name, kind in children:
+            wanted = f"{table}{name.removeprefix(self.staging)}"
+            if name == wanted or not name.startswith(self.staging):
+                continue
+            if kind == "r":
+                statement = "ALTER TABLE {} RENAME TO {}"
+            elif name.endswith("_pkey"):
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
+                        _ident(table), _ident(name), _ident(wanted)
+                    )
+                )
+                continue
+            else:
+                statement = "ALTER INDEX {} RENAME TO {}"
+            conn.execute(sql.SQL(statement).format(_ident(name), _ident(wanted)))
+
+    def _compare(self, conn: psycopg.Connection[Any], report: Report) -> None:
+        live, staging = _ident(self.target.table), _ident(self.staging)
+        tenant_filter = sql.SQL("")
+        params: list[Any] = []
+        if self.tenant:
+            tenant_filter = sql.SQL("WHERE tenant_id = %s")
+            params = [self.tenant]
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT tenant_id, id, l.version, s.version FROM "
+                "(SELECT * FROM {live} {tf}) l FULL JOIN (SELECT * FROM {staging}) s "
+                "USING (tenant_id, id) "
+                "WHERE l.id IS NULL OR s.id IS NULL OR to_jsonb(l) IS DISTINCT FROM to_jsonb(s) "
+                "ORDER BY tenant_id, id"
+            ).format(live=live, staging=staging, tf=tenant_filter),
+            params,
+        ).fetchall()
+        for tenant_id, entity_id, live_version, rebuilt_version in rows:
+            key = (tenant_id, entity_id)
+            if live_version is None:
+                report.missing.append(key)
+            elif rebuilt_version is None:
+                report.extra.append(key)
+            elif live_version < rebuilt_version:
+                report.behind.append(key)
+            else:
+                report.different.append(key)
+
+    def _drop_cached(self) -> None:
+        """Cached answers of what was rebuilt go; Redis down: they expire by their TTL."""
+        pattern = f"v:{self.tenant or '*'}:{self.target.stream}:*"
+        try:
+            client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=2)
+            with client:
+                keys = list(client.scan_iter(match=pattern, count=1000))
+                for start in range(0, len(keys), 500):
+                    client.unlink(*keys[start : start + 500])
+        except (redis.RedisError, OSError) as exc:
+            log.warning("could not drop cached answers (they expire by TTL): %s", exc)
