@@ -43,38 +43,8 @@ def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         closers: list[Any] = []
-        # the event store: commands (write), history and time travel (read)
-        panel = panel_application(settings, pool_size=None if write else 4)
-        app.state.panel = panel
-        closers.append(panel.close)
-        if write:
-            # Uploaded media bytes (content-addressed), written by the synchronous routes.
-            blob_pool: ConnectionPool[Any] = ConnectionPool(
-                settings.database_url, min_size=1, max_size=4, open=False
-            )
-            blob_pool.open()
-            app.state.blob_store = PostgresBlobStore(blob_pool)
-            closers.append(blob_pool.close)
-        if read:
-            pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                settings.read_database_url or settings.database_url,
-                min_size=2,
-                max_size=settings.db_pool_size,
-                open=False,
-                kwargs={"autocommit": True},
-                configure=as_reader,
-            )
-            await pool.open()
-            app.state.read_models = TenantPool(pool)
-            app.state.blob_reader = PostgresBlobReader(pool)
-            closers.append(pool.close)
-        client = aredis.Redis.from_url(
-            settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
-        )
-        app.state.cache = ReadCache(client)
-        app.state.rate_limiter = RateLimiter(client)
-        closers.append(client.aclose)
         try:
+            await _open(app, settings, closers, write=write, read=read)
             yield
         finally:
             for close in reversed(closers):
@@ -90,10 +60,11 @@ def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> 
         lifespan=lifespan,
     )
     errors.install(app)
-    # outermost last: request id -> gate (auth, permissions, rate limits, access log) ->
-    # body size limit -> the routes
+    # outermost last: request id -> unexpected errors -> gate (auth, permissions, rate limits,
+    # access log) -> body size limit -> the routes
     app.add_middleware(BodySizeLimit, exempt=UPLOAD_PATHS)
     app.add_middleware(RequestGate, routes=app.router.routes, settings=settings)
+    app.add_middleware(errors.UnexpectedErrors)  # nothing escapes the contract's shape
     app.add_middleware(RequestIdMiddleware)
     for router in _routers(write=write, read=read):
         app.include_router(router)
@@ -117,6 +88,48 @@ def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> 
         return Response(orjson.dumps(body), 200 if ok else 503, media_type="application/json")
 
     return app
+
+
+async def _open(
+    app: FastAPI, settings: Settings, closers: list[Any], *, write: bool, read: bool
+) -> None:
+    """The process's connections, on `app.state`; each one's closer on `closers`."""
+    # the event store: commands (write); history, time travel and export (read), which a
+    # read-only process does as the auditor role when one is configured
+    if write:
+        panel = panel_application(settings)
+    else:
+        audit_url = settings.audit_database_url or settings.database_url
+        panel = panel_application(settings, pool_size=4, database_url=audit_url)
+    app.state.panel = panel
+    closers.append(panel.close)
+    if write:
+        # Uploaded media bytes (content-addressed), written by the synchronous routes.
+        blob_pool: ConnectionPool[Any] = ConnectionPool(
+            settings.database_url, min_size=1, max_size=4, open=False
+        )
+        blob_pool.open()
+        app.state.blob_store = PostgresBlobStore(blob_pool)
+        closers.append(blob_pool.close)
+    if read:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            settings.read_database_url or settings.database_url,
+            min_size=2,
+            max_size=settings.db_pool_size,
+            open=False,
+            kwargs={"autocommit": True},
+            configure=as_reader,
+        )
+        await pool.open()
+        app.state.read_models = TenantPool(pool)
+        app.state.blob_reader = PostgresBlobReader(pool)
+        closers.append(pool.close)
+    client = aredis.Redis.from_url(
+        settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
+    )
+    app.state.cache = ReadCache(client)
+    app.state.rate_limiter = RateLimiter(client)
+    closers.append(client.aclose)
 
 
 def _routers(*, write: bool, read: bool) -> list[APIRouter]:

@@ -37,6 +37,9 @@ MAX_TOKEN_BYTES = 6 * 1024
 #: A JWKS document larger than this is not a key set.
 MAX_JWKS_BYTES = 512 * 1024
 JWKS_TIMEOUT_S = 5.0
+#: verified tokens remembered (and for how long at most)
+VERIFIED_TOKENS = 4096
+VERIFIED_FOR_S = 60.0
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
@@ -94,6 +97,8 @@ class TokenVerifier:
             load_public_key(settings.jwt_public_key) if settings.jwt_public_key else None
         )
         self._jwks: dict[str, tuple[str | None, Any]] = {}
+        #: token -> (claims, until): a token verified moments ago is not verified again
+        self._verified: dict[str, tuple[dict[str, Any], float]] = {}
         self._fetched_at = 0.0
         self._tried_at = -1e9
         self._fetch_lock = threading.Lock()
@@ -180,8 +185,13 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             msg = f"invalid token: {exc}"
             raise Unauthenticated(msg) from None
-        if header.get("alg") not in self.algorithms:
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
             msg = "invalid token: signing algorithm not accepted"
+            raise Unauthenticated(msg)
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            msg = "invalid token: kid must be a string"
             raise Unauthenticated(msg)
         return header
 
@@ -229,8 +239,28 @@ class TokenVerifier:
             raise self._missing_key()
         return self._decode(token, header, key)
 
+    def _remembered(self, token: str) -> dict[str, Any] | None:
+        known = self._verified.get(token)
+        if known is None:
+            return None
+        if time.time() >= known[1]:
+            self._verified.pop(token, None)
+            return None
+        return known[0]
+
+    def _remember(self, token: str, claims: dict[str, Any]) -> dict[str, Any]:
+        """Keep a verified token's claims for a short while (never past its expiry), so a
+        client's run of requests costs one signature check, not one each."""
+        if len(self._verified) >= VERIFIED_TOKENS:
+            self._verified.pop(next(iter(self._verified)))
+        until = min(time.time() + VERIFIED_FOR_S, float(claims["exp"]) + self.settings.jwt_leeway_s)
+        self._verified[token] = (claims, until)
+        return claims
+
     async def claims_async(self, token: str) -> dict[str, Any]:
         """Verify a token on the event loop; a JWKS fetch, if needed, runs in a thread."""
+        if (known := self._remembered(token)) is not None:
+            return known
         header = self._header(token)
         key = self._key(header)
         if (key is None or (header["alg"] != "HS256" and self._jwks_stale())) and (
@@ -240,7 +270,7 @@ class TokenVerifier:
             key = self._key(header)
         if key is None:
             raise self._missing_key()
-        return self._decode(token, header, key)
+        return self._remember(token, self._decode(token, header, key))
 
     def principal(self, claims: dict[str, Any], tenant_id: str | None) -> Principal:
         if not tenant_id or not TENANT_ID.match(tenant_id):

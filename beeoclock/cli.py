@@ -176,6 +176,9 @@ def cmd_gdpr(settings: Settings, args: argparse.Namespace) -> None:
                 document = gdpr.export_customer(
                     app, conn, settings, args.tenant, args.customer, client
                 )
+            elif args.action == "seal-legacy":
+                prefix = f"customer:{args.tenant}:" if args.tenant else "customer:"
+                document = {"sealed": gdpr.seal_plain(app, conn, prefix)}
             else:
                 actor = args.actor or f"operator:{getpass.getuser()}"
                 document = gdpr.erase_customer(
@@ -293,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--customer", required=True)
         action.set_defaults(func=cmd_gdpr)
     gdpr_export.add_argument("--output", help="a file (default: standard output)")
+    seal = gdpr.add_parser(
+        "seal-legacy",
+        help="seal the personal data of events stored before crypto-shredding (run once after "
+        "upgrading)",
+    )
+    seal.add_argument("--tenant", help="one tenant only")
+    seal.set_defaults(func=cmd_gdpr)
     gdpr_erase.add_argument("--reason", required=True, help="why (recorded; no personal data)")
     gdpr_erase.add_argument("--actor", help="who erases (default: operator:<login name>)")
     return parser

@@ -130,7 +130,6 @@ def install(app: FastAPI) -> None:
         app.add_exception_handler(exc_type, known)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(HTTPException, http)
-    app.add_middleware(UnexpectedErrors)
 
 
 class UnexpectedErrors:

@@ -147,6 +147,11 @@ class Settings(BaseSettings):
         description="PostgreSQL URL of the read API's read-model queries (a login role that "
         "is a member of `beeoclock_reader`). Empty: `database_url`, narrowed to that role.",
     )
+    audit_database_url: str = Field(
+        "",
+        description="PostgreSQL URL of the read API's event-store reads (history, time travel, "
+        "GDPR export): a login role in `beeoclock_auditor`. Empty: `database_url`.",
+    )
     rate_limit_customer_read: str = Field(
         "600/min", description="Customer reads per tenant and user (`N/s|min|h`, or `off`)."
     )
@@ -188,7 +193,7 @@ class Settings(BaseSettings):
         value = self.master_key.strip()
         return base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_")
 
-    @field_validator("database_url", "read_database_url")
+    @field_validator("database_url", "read_database_url", "audit_database_url")
     @classmethod
     def _postgres_url(cls, value: str) -> str:
         if value and urlsplit(value).scheme not in {"postgresql", "postgres"}:
@@ -305,9 +310,9 @@ class Settings(BaseSettings):
     def topic_service(self) -> str:
         return f"{self.kafka_topic_prefix}service"
 
-    def eventsourcing_env(self) -> dict[str, str]:
+    def eventsourcing_env(self, database_url: str | None = None) -> dict[str, str]:
         """The `eventsourcing` library's settings for the panel application's event store."""
-        url = urlsplit(self.database_url)
+        url = urlsplit(database_url or self.database_url)
         host = url.hostname or ""
         # A unix socket folder may travel as ?host=/path (libpq's convention).
         for part in url.query.split("&"):
@@ -324,7 +329,9 @@ class Settings(BaseSettings):
             "POSTGRES_POOL_SIZE": str(self.db_pool_size),
             "POSTGRES_MAX_OVERFLOW": "0",
             "POSTGRES_LOCK_TIMEOUT": "5",
-            "POSTGRES_PRE_PING": "y",
+            # no ping before each use (a round trip per command): a connection found broken
+            # fails with OperationalError, and the library retries on a fresh one
+            "POSTGRES_PRE_PING": "n",
             "ORIGINATOR_ID_TYPE": "text",
             "CREATE_TABLE": "n",
         }

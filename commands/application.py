@@ -16,6 +16,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, ClassVar
 
+import orjson
 from eventsourcing.application import Application
 from eventsourcing.domain import BaseAggregate, CanSnapshotAggregate
 from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent, Transcoding
@@ -98,6 +99,51 @@ class PanelMapper(Mapper[str]):
         return event
 
 
+class OrjsonTranscoder(JSONTranscoder):
+    """The library's JSON format (custom types as `{"_type_", "_data_"}`), read and written
+    with orjson: several times faster, and the format is unchanged, so stored events written
+    by either are read by both."""
+
+    _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+    def encode(self, obj: Any) -> bytes:
+        return orjson.dumps(obj, default=self._encode_obj, option=self._OPTIONS)
+
+    def decode(self, data: bytes) -> Any:
+        value = orjson.loads(data)
+        typed = data.count(b'"_type_":')
+        if not typed:
+            return value
+        if type(value) is dict:
+            # the usual case, an event: its only custom values are top-level ones (timestamp)
+            simple = [
+                key
+                for key, item in value.items()
+                if type(item) is dict
+                and len(item) == 2
+                and "_type_" in item
+                and type(item.get("_data_")) not in (dict, list)
+            ]
+            if len(simple) == typed:
+                for key in simple:
+                    value[key] = self._decode_obj(value[key])
+                return value
+        return self._revive(value)
+
+    def _revive(self, value: Any) -> Any:
+        if type(value) is dict:
+            if len(value) == 2 and "_type_" in value and "_data_" in value:
+                return self._decode_obj({**value, "_data_": self._revive(value["_data_"])})
+            for key, item in value.items():
+                if type(item) is dict or type(item) is list:
+                    value[key] = self._revive(item)
+        elif type(value) is list:
+            for index, item in enumerate(value):
+                if type(item) is dict or type(item) is list:
+                    value[index] = self._revive(item)
+        return value
+
+
 class _StateTranscoding(Transcoding):
     """An entity state inside a snapshot; a customer's personal data sealed as in events."""
 
@@ -148,6 +194,11 @@ class PanelApplication(Application[str]):
         assert isinstance(recorder, PostgresApplicationRecorder)
         with recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
             yield cur
+
+    def construct_transcoder(self) -> JSONTranscoder:
+        transcoder = OrjsonTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def construct_mapper(self) -> Mapper[str]:
         transcoder = self.construct_transcoder()

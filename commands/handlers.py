@@ -57,7 +57,7 @@ def _change(
 
 def erase_customer(app: PanelApplication, cmd: EraseCustomer) -> CustomerOutcome:
     """Erase the customer's personal data: the erasure event, the release of their email and
-    phone, and the deletion of their data key commit together (see events/pii.py)."""
+    phone, and the destruction of their data key commit together (see events/pii.py)."""
     stream = stream_id(KIND, cmd.meta.tenant_id, cmd.customer_id)
     customer: Customer
     customer, _, position = saving.change(

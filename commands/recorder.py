@@ -8,8 +8,9 @@ Group commit: a command's events go into a queue; whoever finds no commit in pro
 becomes the leader and commits everything queued, up to MAX_GROUP commands, in ONE
 transaction (one lock, one insert statement, one NOTIFY, one fsync), while the next commands
 queue up behind it. Each command keeps its own outcome: under the table lock, a command any of
-whose events collides with a stored one, or with an earlier command of the same group, is
-left out and gets the `IntegrityError` it would have got alone; the others commit. A command
+whose events collides with a stored one, or with an earlier command of the group that goes
+in, is left out and gets the `IntegrityError` it would have got committing after it; the
+others commit. A command
 never waits for more than the commit in progress and its own. With one caller at a time, a
 group is one command and nothing changes.
 
@@ -61,17 +62,24 @@ class PanelRecorder(PostgresApplicationRecorder):
         self._queue: list[_Pending] = []
         self._committing = False
         table = Identifier(self.datastore.schema, self.events_table_name)
-        # Under the table lock: leave out every command one of whose events is stored already,
-        # insert the others' events in the order given (notification ids follow it).
+        # Under the table lock: leave out every command one of whose events is stored already
+        # (taken), then every command that shares an event's (id, version) with an earlier
+        # command still in (clash); insert the others' events in the order given
+        # (notification ids follow it).
         self._group_insert = SQL(
-            "WITH batch AS (SELECT * FROM unnest(%s::int[], %s::text[], %s::bigint[], "
-            "%s::text[], %s::bytea[]) WITH ORDINALITY "
+            "WITH batch AS (SELECT * FROM unnest(%b::int[], %b::text[], %b::bigint[], "
+            "%b::text[], %b::bytea[]) WITH ORDINALITY "
             "AS b(command, originator_id, originator_version, topic, state, n)), "
             "taken AS (SELECT DISTINCT b.command FROM batch b JOIN {table} e "
-            "ON e.originator_id = b.originator_id AND e.originator_version = b.originator_version) "
+            "USING (originator_id, originator_version)), "
+            "firsts AS (SELECT originator_id, originator_version, min(command) AS first "
+            "FROM batch WHERE command NOT IN (SELECT command FROM taken) GROUP BY 1, 2), "
+            "clash AS (SELECT DISTINCT b.command FROM batch b JOIN firsts f "
+            "USING (originator_id, originator_version) WHERE b.command > f.first) "
             "INSERT INTO {table} (originator_id, originator_version, topic, state) "
             "SELECT originator_id, originator_version, topic, state FROM batch "
-            "WHERE command NOT IN (SELECT command FROM taken) ORDER BY n "
+            "WHERE command NOT IN (SELECT command FROM taken) "
+            "AND command NOT IN (SELECT command FROM clash) ORDER BY n "
             "RETURNING originator_id, originator_version, notification_id"
         ).format(table=table)
 
@@ -124,56 +132,43 @@ class PanelRecorder(PostgresApplicationRecorder):
                 raise
 
     def _commit_group(self, group: list[_Pending]) -> None:
-        owner: dict[tuple[str, int], int] = {}
-        clashing: set[int] = set()
-        for number, pending in enumerate(group):
-            for event in pending.events:
-                key = (str(event.originator_id), event.originator_version)
-                if owner.setdefault(key, number) != number:
-                    clashing.add(number)  # an earlier command of the group has it
         columns: tuple[list[Any], ...] = ([], [], [], [], [])
         for number, pending in enumerate(group):
-            if number in clashing:
-                continue
             for event in pending.events:
-                for column, value in zip(
-                    columns,
-                    (
-                        number,
-                        str(event.originator_id),
-                        event.originator_version,
-                        event.topic,
-                        event.state,
-                    ),
-                    strict=True,
-                ):
+                values = (
+                    number,
+                    str(event.originator_id),
+                    event.originator_version,
+                    event.topic,
+                    event.state,
+                )
+                for column, value in zip(columns, values, strict=True):
                     column.append(value)
+        error: Exception | None = None
         ids: dict[tuple[str, int], int] = {}
-        if columns[0]:
-            error: Exception | None = None
-            with self.datastore.get_connection() as conn:
-                with conn.pipeline() as pipeline, conn.transaction(), conn.cursor() as curs:
-                    self._lock_table(curs)
-                    self._notify_channel(curs)
-                    try:
-                        curs.execute(self._group_insert, columns, prepare=True)
-                        pipeline.sync()
-                        ids = {
-                            (r["originator_id"], r["originator_version"]): r["notification_id"]
-                            for r in curs.fetchall()
-                        }
-                    except Exception as exc:  # re-raised once the pipeline is closed
-                        error = exc
-                if error is not None:
-                    raise error
-        for number, pending in enumerate(group):
+        with self.datastore.get_connection() as conn:
+            with conn.pipeline() as pipeline, conn.transaction(), conn.cursor() as curs:
+                self._lock_table(curs)
+                self._notify_channel(curs)
+                try:
+                    curs.execute(self._group_insert, columns, prepare=True)
+                    pipeline.sync()
+                    ids = {
+                        (r["originator_id"], r["originator_version"]): r["notification_id"]
+                        for r in curs.fetchall()
+                    }
+                except Exception as exc:  # re-raised once the pipeline is closed
+                    error = exc
+            if error is not None:
+                raise error
+        for pending in group:
             keys = [(str(e.originator_id), e.originator_version) for e in pending.events]
-            if number in clashing or any(k not in ids for k in keys):
+            if all(k in ids for k in keys):
+                pending.succeed([ids[k] for k in keys])
+            else:
                 pending.fail(
                     IntegrityError(
                         "duplicate key value violates unique constraint "
                         f"(originator_id, originator_version) {keys[0]}"
                     )
                 )
-            else:
-                pending.succeed([ids[k] for k in keys])

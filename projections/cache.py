@@ -24,6 +24,13 @@ _GET = """
 local g = redis.call('GET', KEYS[1]) or '0'
 return {g, redis.call('GET', ARGV[1] .. g)}
 """
+#: Stored only while the generation it was computed under is current: an answer computed
+#: before a change (an erasure among them) never lands after the change's purge
+_PUT = """
+if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
 _BACKOFF_S = 1.0
 
 
@@ -39,6 +46,7 @@ class ReadCache:
         self._client = client
         self._down_until = 0.0
         self._get = client.register_script(_GET) if client is not None else None
+        self._put = client.register_script(_PUT) if client is not None else None
 
     def _available(self) -> bool:
         return self._client is not None and time.monotonic() >= self._down_until
@@ -63,13 +71,14 @@ class ReadCache:
         return generation, int(label), body
 
     async def put(
-        self, generation: str, value_key: str, label: int, body: bytes, ttl_s: int
+        self, gen_key: str, generation: str, value_key: str, label: int, body: bytes, ttl_s: int
     ) -> None:
-        if not generation or not self._available() or self._client is None:
+        if not generation or not self._available() or self._put is None:
             return
         try:
-            await self._client.set(
-                f"v:{value_key}:{generation}", str(label).encode() + b"\n" + body, ex=ttl_s
+            await self._put(
+                keys=[gen_key, f"v:{value_key}:{generation}"],
+                args=[generation, str(label).encode() + b"\n" + body, ttl_s],
             )
         except (redis.RedisError, OSError) as exc:
             self._failed(exc)

@@ -20,7 +20,7 @@ from events.base import PanelEvent
 from events.service import ServiceState, evolve
 from events.timefmt import parse_iso
 from projections.paging import Page, PageQuery, fetch_page
-from projections.versioned import Key, MissingEvents, fold_batch, keys_param
+from projections.versioned import Key, MissingEvents, columns, fold_batch, keys_param
 
 STREAM = "service"
 #: The sort key of a service without an `order`: after every order a client can give.
@@ -30,12 +30,15 @@ TABLE = "services"
 
 _LOAD = (
     "SELECT s.tenant_id, s.id, s.doc, s.media FROM {table} s "
-    "JOIN unnest(%s::text[], %s::text[]) AS k(tenant_id, id) USING (tenant_id, id) "
+    "JOIN unnest(%b::text[], %b::text[]) AS k(tenant_id, id) USING (tenant_id, id) "
     "FOR UPDATE OF s"
 )
+#: one statement for the whole batch (set-based, many times faster than a row at a time;
+#: the arrays go in binary, which spares the escaping of every document)
 _UPSERT = (
     "INSERT INTO {table} (tenant_id, id, version, state, created_at, updated_at, sort_order, "
-    "search, media, doc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "search, media, doc) SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[], "
+    "%b::timestamptz[], %b::timestamptz[], %b::int[], %b::text[], %b::jsonb[], %b::text[]) "
     "ON CONFLICT (tenant_id, id) DO UPDATE SET version = EXCLUDED.version, "
     "state = EXCLUDED.state, created_at = EXCLUDED.created_at, "
     "updated_at = EXCLUDED.updated_at, sort_order = EXCLUDED.sort_order, "
@@ -62,9 +65,9 @@ def project(
             yield (tenant_id, entity_id), ServiceState.from_dto(tenant_id, orjson.loads(doc), media)
 
     changed = fold_batch(events, load, evolve, missing)
-    cur.executemany(
-        sql.SQL(_UPSERT).format(table=name), [_row(state) for state in changed.values()]
-    )
+    if changed:
+        rows = [_row(state) for state in changed.values()]
+        cur.execute(sql.SQL(_UPSERT).format(table=name), columns(rows))
     return set(changed)
 
 

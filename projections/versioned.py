@@ -7,7 +7,7 @@ the event store gives."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from events.base import PanelEvent, split_stream_id
 
@@ -59,5 +59,10 @@ def fold_batch(
 
 
 def keys_param(keys: list[Key]) -> tuple[list[str], list[str]]:
-    """(tenants, ids) arrays for `unnest(%s::text[], %s::text[])` in one query."""
+    """(tenants, ids) arrays for `unnest(%b::text[], %b::text[])` in one query."""
     return [t for t, _ in keys], [i for _, i in keys]
+
+
+def columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows as one array per column, for an `INSERT ... SELECT * FROM unnest(...)`."""
+    return [list(column) for column in zip(*rows, strict=True)]

@@ -10,18 +10,18 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from beeoclock import consistency
-from beeoclock.deps import PrincipalDep, get_settings
+from beeoclock.deps import PrincipalDep, SettingsDep
 from commands.errors import FieldError, InvalidCommand
 from projections.cache import ReadCache
 from projections.tenant_pool import TenantPool
 
 
-def get_pool(request: Request) -> TenantPool:
+async def get_pool(request: Request) -> TenantPool:
     pool: TenantPool = request.app.state.read_models
     return pool
 
 
-def get_cache(request: Request) -> ReadCache:
+async def get_cache(request: Request) -> ReadCache:
     cache: ReadCache = request.app.state.cache
     return cache
 
@@ -50,9 +50,9 @@ class Consistent:
 
     async def __call__(
         self,
-        request: Request,
         principal: PrincipalDep,
         pool: PoolDep,
+        settings: SettingsDep,
         x_consistency: Annotated[str | None, Header()] = None,
         x_min_position: Annotated[str | None, Header()] = None,
     ) -> ReadGate:
@@ -72,7 +72,7 @@ class Consistent:
             principal.tenant_id,
             self.stream,
             min_position,
-            get_settings(request).consistency_timeout_ms / 1000,
+            settings.consistency_timeout_ms / 1000,
             latest=not eventual,
         )
         return ReadGate(target, applied)
@@ -93,5 +93,5 @@ async def read_through(
         return body
     body = await compute()
     if gate.required is not None:
-        await cache.put(generation, value_key, gate.applied, body, ttl_s)
+        await cache.put(gen_key, generation, value_key, gate.applied, body, ttl_s)
     return body

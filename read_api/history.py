@@ -17,8 +17,8 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-import psycopg
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.postgres import PostgresApplicationRecorder
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -49,7 +49,7 @@ CUSTOMER = Kind("customer", customer.evolve)
 SERVICE = Kind("service", service.evolve)
 
 
-def get_panel(request: Request) -> PanelApplication:
+async def get_panel(request: Request) -> PanelApplication:
     panel: PanelApplication = request.app.state.panel
     return panel
 
@@ -185,7 +185,10 @@ async def service_history(
 def _export(app: PanelApplication, settings: Settings, tenant_id: str, customer_id: str) -> bytes:
     from workers.gdpr import export_customer
 
-    with psycopg.connect(settings.database_url) as conn:
+    # the event store's own pool: the auditor role in a read-only process, when configured
+    recorder = app.recorder
+    assert isinstance(recorder, PostgresApplicationRecorder)
+    with recorder.datastore.get_connection() as conn:
         return orjson.dumps(export_customer(app, conn, settings, tenant_id, customer_id))
 
 

@@ -33,7 +33,7 @@ class PageParams:
     def __init__(self, default_size: int) -> None:
         self.default_size = default_size
 
-    def __call__(
+    async def __call__(
         self,
         page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
         page_size: Annotated[int | None, Query(alias="pageSize", ge=1, le=1000)] = None,

@@ -30,7 +30,7 @@ IMMUTABLE = "private, max-age=31536000, immutable"
 REVALIDATE = "private, no-cache"
 
 
-def get_blob_reader(request: Request) -> AsyncBlobReader:
+async def get_blob_reader(request: Request) -> AsyncBlobReader:
     reader: AsyncBlobReader = request.app.state.blob_reader
     return reader
 

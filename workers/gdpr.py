@@ -4,7 +4,7 @@ Export (`beeoclock gdpr export`, `GET /api/v1/customer/{id}/export`): the custom
 state and every event with its personal data opened, and every place the customer appears.
 
 Erasure (`beeoclock gdpr erase`): a `CustomerErased` event (who, when, why; no personal
-data), the release of the customer's email and phone, and the deletion of their data key
+data), the release of the customer's email and phone, and the destruction of their data key
 commit in one transaction (commands/handlers.py); from then on every sealed copy of their
 personal data (events, snapshots, Kafka messages, backups) is unreadable. Then the customer
 leaves the read model for a tombstone (so no replay or redelivery brings them back) and the
@@ -19,7 +19,9 @@ from typing import Any
 
 import psycopg
 import redis
+from eventsourcing.utils import get_topic, resolve_topic
 from kafka.partitioner.default import murmur2
+from psycopg.rows import tuple_row
 
 from beeoclock.settings import Settings
 from beeoclock.text import printable
@@ -27,13 +29,20 @@ from commands import handlers, uniqueness
 from commands.application import PanelApplication
 from commands.context import Meta
 from commands.customer import EraseCustomer, unique_values
-from commands.errors import InvalidCommand, NotFound
+from commands.errors import DomainError, InvalidCommand, NotFound
 from events.base import PanelEvent, stream_id
-from events.customer import CustomerState, evolve
+from events.customer import CUSTOMER_EVENTS, CustomerState, evolve
+from events.pii import is_sealed
 from events.timefmt import iso_ms
 from projections import cache, customers
 
 SCHEMA = "beeoclock.gdpr-export.v1"
+
+
+class CachePurgeFailed(DomainError):
+    """The erasure is done, but cached copies may remain until the purge is run again."""
+
+
 MAX_REASON = 500
 _BASE = {"originator_id", "originator_version", "timestamp", "tenant_id", "actor", "request_id"}
 _BASE |= {"originator_topic"}
@@ -93,13 +102,14 @@ def export_customer(
             if record is not None and record.owner == customer_id:
                 held.append(kind)
         key_present = app.vault is not None and app.vault.key((tenant_id, customer_id)) is not None
-    row = conn.execute(
+    cur = conn.cursor(row_factory=tuple_row)
+    row = cur.execute(
         "SELECT version FROM customers WHERE tenant_id = %s AND id = %s", (tenant_id, customer_id)
     ).fetchone()
-    snapshots = conn.execute(
+    snapshots = cur.execute(
         "SELECT count(*) FROM panel_snapshots WHERE originator_id = %s", (stream,)
     ).fetchone()
-    tombstone = conn.execute(
+    tombstone = cur.execute(
         "SELECT version FROM customer_tombstones WHERE tenant_id = %s AND id = %s",
         (tenant_id, customer_id),
     ).fetchone()
@@ -157,6 +167,38 @@ def export_customer(
     }
 
 
+def seal_plain(app: PanelApplication, conn: psycopg.Connection[Any], prefix: str) -> int:
+    """Seal personal data that events stored before crypto-shredding still hold in plain
+    text (the streams starting with `prefix`, e.g. `customer:<tenant>:`). The one edit of
+    stored events this system makes: the same event, its personal data now sealed, so that
+    erasure can reach it. Returns how many events were sealed."""
+    assert app.vault is not None
+    topics = [get_topic(cls) for cls in CUSTOMER_EVENTS if getattr(cls, "personal_data", ())]
+    sealed = 0
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT originator_id, originator_version, topic, state FROM panel_events "
+            "WHERE starts_with(originator_id, %s) AND topic = ANY(%s) "
+            "AND position('\"sealed\"' IN convert_from(state, 'UTF8')) = 0 "
+            "ORDER BY notification_id FOR UPDATE",
+            (prefix, topics),
+        ).fetchall()
+        for originator_id, version, topic, raw in rows:
+            state = app.mapper.transcoder.decode(bytes(raw))
+            cls = resolve_topic(topic)
+            subject = PanelApplication.subjects_of_ids([originator_id]).pop()
+            for name in cls.personal_data:
+                if not is_sealed(state[name]):
+                    state[name] = app.vault.seal(subject, state[name])
+            conn.execute(
+                "UPDATE panel_events SET state = %s WHERE originator_id = %s "
+                "AND originator_version = %s",
+                (app.mapper.transcoder.encode(state), originator_id, version),
+            )
+            sealed += 1
+    return sealed
+
+
 def erase_customer(
     app: PanelApplication,
     conn: psycopg.Connection[Any],
@@ -177,6 +219,11 @@ def erase_customer(
     if not reason or len(reason) > MAX_REASON:
         msg = f"a reason of 1 to {MAX_REASON} characters is required"
         raise InvalidCommand(msg)
+    if redis_client is None:
+        msg = "erasure purges the cache too: BEEOCLOCK_REDIS_URL is needed"
+        raise InvalidCommand(msg)
+    # events from before crypto-shredding: sealed first, so destroying the key erases them too
+    legacy = seal_plain(app, conn, f"{stream_id(customers.STREAM, tenant_id, customer_id)}")
     meta = Meta(tenant_id, actor, f"gdpr-erase-{uuid.uuid4().hex}", datetime.now(UTC))
     outcome = handlers.erase_customer(app, EraseCustomer(meta, customer_id, reason))
 
@@ -193,27 +240,36 @@ def erase_customer(
             assert isinstance(last, PanelEvent)
             customers.project(cur, [last], missing)
 
-    # and out of the cache: the tenant's customer answers, lists included
-    removed = None
-    if redis_client is not None:
-        ttl_s = 2 * max(settings.cache_entity_ttl_s, settings.cache_page_ttl_s) + 60
-        generations = [
-            cache.generation_key(tenant_id, customers.STREAM),
-            cache.generation_key(tenant_id, customers.STREAM, customer_id),
-        ]
-        cache.invalidate(redis_client, generations, ttl_s)
-        keys = _cached_keys(redis_client, f"v:{tenant_id}:{customers.STREAM}:*")
-        if keys:
-            for start in range(0, len(keys), 500):
-                redis_client.unlink(*keys[start : start + 500])
-        removed = len(keys) if keys is not None else None
+    # and out of the cache: the tenant's customer answers, lists included. New generations
+    # first, so no answer computed before this point can be stored after it (cache.py).
+    generations = [
+        cache.generation_key(tenant_id, customers.STREAM),
+        cache.generation_key(tenant_id, customers.STREAM, customer_id),
+    ]
+    ttl_s = 2 * max(settings.cache_entity_ttl_s, settings.cache_page_ttl_s) + 60
+    try:
+        pipe = redis_client.pipeline(transaction=False)
+        for key in generations:
+            pipe.incr(key)
+            pipe.expire(key, ttl_s)
+        pipe.execute()
+        keys = list(redis_client.scan_iter(match=f"v:{tenant_id}:{customers.STREAM}:*", count=1000))
+        for start in range(0, len(keys), 500):
+            redis_client.unlink(*keys[start : start + 500])
+    except (redis.RedisError, OSError) as exc:
+        msg = (
+            f"customer {customer_id} is erased, but the cache could not be purged "
+            f"({type(exc).__name__}); run the same command again"
+        )
+        raise CachePurgeFailed(msg) from None
     return {
         "tenantId": tenant_id,
         "customerId": customer_id,
         "erasedNow": outcome.position is not None,
         "position": outcome.position,
         "version": outcome.state.version,
+        "legacyEventsSealed": legacy,
         "readModel": "removed (tombstone kept)",
-        "cacheEntriesRemoved": removed,
+        "cacheEntriesRemoved": len(keys),
         "actor": actor,
     }

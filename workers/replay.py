@@ -19,9 +19,14 @@ reported as lag, not as damage, when the projector is still catching up).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import multiprocessing
+import os
+import queue
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,6 +51,9 @@ from workers.progress import Progress
 log = logging.getLogger(__name__)
 
 BATCH = 5000
+#: a whole-table rebuild of at least this many events runs in worker processes, one per core
+PARALLEL_FROM = 20_000
+MAX_WORKERS = 4
 #: the swap waits at most this long for the live table's lock
 LOCK_TIMEOUT = "30s"
 _LOCK_CLASS = 0x7265706C  # advisory lock (class, hash of the run's name): one run at a time
@@ -136,6 +144,7 @@ class Replay:
         restart: bool = False,
         progress: bool = True,
         checking: bool = False,
+        workers: int | None = None,
     ) -> None:
         self.settings = settings
         self.target = target
@@ -143,6 +152,9 @@ class Replay:
         self.batch = batch
         self.restart = restart
         self.show_progress = progress
+        self.workers = workers or min(os.cpu_count() or 1, MAX_WORKERS)
+        #: (k, n): this replay applies the entities with hash % n == k only (a worker's part)
+        self.part: tuple[int, int] | None = None
         # a check builds beside a rebuild, never in its place
         purpose = "check" if checking else "rebuild"
         suffix = hashlib.blake2b(tenant.encode(), digest_size=6).hexdigest() if tenant else ""
@@ -214,19 +226,84 @@ class Replay:
             report.resumed_from = position
             total = self._remaining(conn, position)
         progress = Progress(f"replay {self.run_name}", total) if self.show_progress else None
-        while True:
-            with conn.transaction():
-                applied = self._apply_batch(conn, app, report)
-            if progress:
-                progress.advance(applied)
-            if applied < self.batch:
-                break
+        if self.workers > 1 and not self.tenant and total >= PARALLEL_FROM:
+            self._build_in_parts(conn, report, position, progress)
+        else:
+            for last, events in self._read_ahead(app, position):
+                with conn.transaction():
+                    self._write(conn, app, report, last, events)
+                if progress:
+                    progress.advance(len(events))
         if progress:
             progress.finish()
         if not self.tenant:
             with conn.transaction():
                 self._index_staging(conn)
         return report
+
+    def _build_in_parts(
+        self,
+        conn: psycopg.Connection[Any],
+        report: Report,
+        position: int,
+        progress: Progress | None,
+    ) -> None:
+        """The bulk of a whole-table rebuild in worker processes, one per core: each applies
+        the events of its share of the entities (by a hash of their id, so an entity's events
+        stay in order in one worker) to the same staging table, and records its own position
+        (`<run>#k/n`), so each resumes on its own. Afterwards the run's position is the least
+        of theirs: the events between it and a worker's own are applied again, as duplicates,
+        and skipped."""
+        parts = self.workers
+        names = [f"{self.run_name}#{k}/{parts}" for k in range(parts)]
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO replay_runs (name, projection, tenant_id, staging, position) "
+                "SELECT unnest(%s::text[]), %s, NULL, %s, %s ON CONFLICT (name) DO NOTHING",
+                (names, self.target.name, self.staging, position),
+            )
+        context = multiprocessing.get_context("spawn")
+        done: Any = context.Queue()
+        workers = [
+            context.Process(
+                target=_apply_part,
+                args=(
+                    self.settings.model_dump(),
+                    self.target.name,
+                    self.staging,
+                    name,
+                    k,
+                    parts,
+                    self.batch,
+                    done,
+                ),
+                name=f"replay-part-{k}",
+            )
+            for k, name in enumerate(names)
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            while any(w.is_alive() for w in workers) or not done.empty():
+                with contextlib.suppress(queue.Empty):
+                    count = done.get(timeout=0.2)
+                    report.events += count
+                    if progress:
+                        progress.advance(count)
+        finally:
+            for worker in workers:
+                worker.join()
+        failed = [w.name for w in workers if w.exitcode != 0]
+        if failed:
+            msg = f"replay workers failed: {', '.join(failed)} (run it again to resume)"
+            raise ReplayError(msg)
+        with conn.transaction():
+            conn.execute(
+                "UPDATE replay_runs SET position = (SELECT min(position) FROM replay_runs "
+                "WHERE name = ANY(%s)), updated_at = now() WHERE name = %s",
+                (names, self.run_name),
+            )
+            conn.execute("DELETE FROM replay_runs WHERE name = ANY(%s)", (names,))
 
     def _resumable(self, conn: psycopg.Connection[Any]) -> int | None:
         row = conn.execute(
@@ -250,6 +327,11 @@ class Replay:
         if self.tenant:
             where = sql.SQL("{} AND starts_with(originator_id, %s)").format(where)
             params.append(f"{self.target.stream}:{self.tenant}:")
+        if self.part:
+            where = sql.SQL("{} AND (hashtext(originator_id) & 2147483647) %% %s = %s").format(
+                where
+            )
+            params += [self.part[1], self.part[0]]
         return where, params
 
     def _remaining(self, conn: psycopg.Connection[Any], position: int) -> int:
@@ -259,11 +341,10 @@ class Replay:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def _apply_batch(
-        self, conn: psycopg.Connection[Any], app: PanelApplication, report: Report
-    ) -> int:
-        """Apply the next batch to the staging table; returns how many events it held."""
-        position = self._position(conn)
+    def _read(
+        self, conn: psycopg.Connection[Any], app: PanelApplication, position: int
+    ) -> tuple[int, list[PanelEvent]]:
+        """The next batch after `position`, decoded and opened: (its last position, events)."""
         where, params = self._filter(position)
         rows = conn.execute(
             sql.SQL(
@@ -273,7 +354,7 @@ class Replay:
             [*params, self.batch],
         ).fetchall()
         if not rows:
-            return 0
+            return position, []
         personal = self.target.personal_topics
         with app.keys():
             assert app.vault is not None
@@ -281,15 +362,68 @@ class Replay:
             events = [
                 app.mapper.to_domain_event(StoredEvent(r[1], r[2], r[3], bytes(r[4]))) for r in rows
             ]
-            with conn.cursor() as cur:
-                changed = self.target.project(cur, events, self._missing(app), self.staging)
+        return int(rows[-1][0]), [e for e in events if isinstance(e, PanelEvent)]
+
+    def _write(
+        self,
+        conn: psycopg.Connection[Any],
+        app: PanelApplication,
+        report: Report,
+        last: int,
+        events: list[PanelEvent],
+    ) -> None:
+        """Apply a batch to the staging table and record the run's new position with it."""
+        with app.keys(), conn.cursor() as cur:
+            changed = self.target.project(cur, events, self._missing(app), self.staging)
         conn.execute(
             "UPDATE replay_runs SET position = %s, updated_at = now() WHERE name = %s",
-            (rows[-1][0], self.run_name),
+            (last, self.run_name),
         )
-        report.events += len(rows)
+        report.events += len(events)
         report.rows += len(changed)
-        return len(rows)
+
+    def _apply_batch(
+        self, conn: psycopg.Connection[Any], app: PanelApplication, report: Report
+    ) -> int:
+        """Read and apply the next batch in the caller's transaction; returns its size."""
+        last, events = self._read(conn, app, self._position(conn))
+        if events:
+            self._write(conn, app, report, last, events)
+        return len(events)
+
+    def _read_ahead(
+        self, app: PanelApplication, position: int
+    ) -> Iterator[tuple[int, list[PanelEvent]]]:
+        """The batches after `position`, read and decoded by a thread of their own one or two
+        batches ahead, so the store's reads and the staging writes overlap."""
+        ready: queue.Queue[tuple[int, list[PanelEvent]] | BaseException | None] = queue.Queue(2)
+        stop = threading.Event()
+
+        def reader() -> None:
+            try:
+                with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+                    last = position
+                    while not stop.is_set():
+                        last, events = self._read(conn, app, last)
+                        if not events:
+                            break
+                        ready.put((last, events))
+                ready.put(None)
+            except BaseException as exc:  # handed over to the writer, which raises it
+                ready.put(exc)
+
+        thread = threading.Thread(target=reader, name="replay-reader", daemon=True)
+        thread.start()
+        try:
+            while (item := ready.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while thread.is_alive():  # let a reader blocked on a full queue finish
+                with contextlib.suppress(queue.Empty):
+                    ready.get(timeout=0.1)
 
     @staticmethod
     def _missing(app: PanelApplication) -> MissingEvents:
@@ -459,14 +593,24 @@ class Replay:
             ).format(live=live, staging=staging, tf=tenant_filter),
             params,
         ).fetchall()
+        # a tenant whose last write the projector has not applied yet may just be behind
+        lagging = {
+            tenant
+            for (tenant,) in conn.execute(
+                "SELECT w.tenant_id FROM written_positions w LEFT JOIN applied_positions a "
+                "USING (tenant_id, stream) WHERE w.stream = %s "
+                "AND coalesce(a.position, 0) < w.position",
+                (self.target.stream,),
+            ).fetchall()
+        }
         for tenant_id, entity_id, live_version, rebuilt_version in rows:
             key = (tenant_id, entity_id)
-            if live_version is None:
-                report.missing.append(key)
-            elif rebuilt_version is None:
+            if rebuilt_version is None:
                 report.extra.append(key)
-            elif live_version < rebuilt_version:
+            elif (live_version or 0) < rebuilt_version and tenant_id in lagging:
                 report.behind.append(key)
+            elif live_version is None:
+                report.missing.append(key)
             else:
                 report.different.append(key)
 
@@ -481,3 +625,28 @@ class Replay:
                     client.unlink(*keys[start : start + 500])
         except (redis.RedisError, OSError) as exc:
             log.warning("could not drop cached answers (they expire by TTL): %s", exc)
+
+
+def _apply_part(
+    settings: dict[str, Any],
+    target: str,
+    staging: str,
+    run_name: str,
+    k: int,
+    parts: int,
+    batch: int,
+    done: Any,
+) -> None:
+    """A worker process of `Replay._build_in_parts`: apply its part of the events."""
+    replay = Replay(Settings(**settings), TARGETS[target], batch=batch, progress=False)
+    replay.staging, replay.run_name, replay.part = staging, run_name, (k, parts)
+    app = panel_application(replay.settings, pool_size=2)
+    report = Report(target, None)
+    try:
+        with psycopg.connect(replay.settings.database_url) as conn:
+            for last, events in replay._read_ahead(app, replay._position(conn)):
+                with conn.transaction():
+                    replay._write(conn, app, report, last, events)
+                done.put(len(events))
+    finally:
+        app.close()

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from commands.application import PanelApplication
 
 
-def get_application(request: Request) -> PanelApplication:
+async def get_application(request: Request) -> PanelApplication:
     app: PanelApplication = request.app.state.panel
     return app
 

@@ -100,7 +100,7 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
 }
 
 
-def get_blob_store(request: Request) -> BlobStore:
+async def get_blob_store(request: Request) -> BlobStore:
     store: BlobStore = request.app.state.blob_store
     return store
 

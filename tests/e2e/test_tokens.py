@@ -152,6 +152,11 @@ def hs256_by_hand(claims: dict[str, Any], secret: bytes) -> str:
     return f"{signing_input}.{b64(mac)}"
 
 
+def _with_header(header: dict[str, Any], token: str) -> str:
+    _, payload, signature = token.split(".")
+    return f"{b64(json.dumps(header).encode())}.{payload}.{signature}"
+
+
 def forged_tokens(idp: IdentityProvider, secret: str) -> dict[str, str]:
     rsa_public_pem = idp.rsa_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -187,6 +192,9 @@ def forged_tokens(idp: IdentityProvider, secret: str) -> dict[str, str]:
         "no tenants claim": idp.rs256(tenants=None),
         "8 KB token": idp.rs256(tenants={TENANT: ["READ_CUSTOMER"], **big_tenants}),
         "not a JWT": "definitely.not.a-jwt",
+        "alg as a list": _with_header({"alg": ["HS256"], "typ": "JWT"}, good),
+        "alg as an object": _with_header({"alg": {"x": 1}, "typ": "JWT"}, good),
+        "kid as a number": _with_header({"alg": "RS256", "kid": 7}, good),
     }
 
 
@@ -210,6 +218,9 @@ CASES = (
     "no tenants claim",
     "8 KB token",
     "not a JWT",
+    "alg as a list",
+    "alg as an object",
+    "kid as a number",
 )
 
 

@@ -110,3 +110,28 @@ def test_a_command_alone_commits_at_once(app: PanelApplication, settings: Settin
     assert register(app, tenant, f"alone@{tenant}.example") == "201"
     assert time.monotonic() - started < 2
     assert transactions_of(settings, tenant) == 1
+
+
+def test_a_command_clashing_only_with_one_left_out_goes_in(
+    app: PanelApplication, settings: Settings
+) -> None:
+    """A collides with a stored event and is left out; B shares an event with A only, so B
+    commits, as it would have alone."""
+    from eventsourcing.persistence import StoredEvent
+
+    from commands.recorder import _Pending
+
+    recorder = app.recorder
+    assert isinstance(recorder, PanelRecorder)
+    stem = f"unique:{uuid.uuid4().hex}"
+
+    def event(name: str, version: int) -> StoredEvent:
+        return StoredEvent(f"{stem}:{name}", version, "tests:Nothing", b"{}")
+
+    recorder.insert_events([event("k1", 1)])
+    a = _Pending([event("k1", 1), event("k2", 1)])
+    b = _Pending([event("k2", 1)])
+    recorder._commit_group([a, b])
+    assert a.error is not None
+    assert b.error is None
+    assert b.ids

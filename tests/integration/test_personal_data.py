@@ -17,8 +17,8 @@ from beeoclock.settings import Settings
 from commands import handlers
 from commands.application import PanelApplication
 from commands.context import Meta
-from commands.errors import Conflict
 from commands.customer import Customer, EraseCustomer, RegisterCustomer, UpdateCustomer
+from commands.errors import Conflict
 from events.base import stream_id
 from events.pii import ERASED, VaultError
 
@@ -179,3 +179,45 @@ def test_the_wrong_master_key_cannot_open_anything(settings: Settings) -> None:
     finally:
         right.close()
         wrong.close()
+
+
+def test_erasing_a_customer_stored_before_crypto_shredding_seals_then_shreds(
+    app: PanelApplication, settings: Settings, servers: dict[str, str]
+) -> None:
+    """Events written by a release without sealing hold personal data in plain text: erasure
+    seals them first, so destroying the key reaches them too."""
+    import redis
+
+    from workers.gdpr import erase_customer
+
+    tenant, customer_id = uuid.uuid4().hex, "legacy"
+    register(app, tenant, customer_id)
+    stream = stream_id("customer", tenant, customer_id)
+    transcoder = app.mapper.transcoder
+    with psycopg.connect(settings.database_url) as conn:  # as the old release stored it
+        (raw,) = conn.execute(
+            "SELECT state FROM panel_events WHERE originator_id = %s", (stream,)
+        ).fetchone()
+        state = transcoder.decode(bytes(raw))
+        state["personal"] = dict(PERSONAL)
+        conn.execute(
+            "UPDATE panel_events SET state = %s WHERE originator_id = %s",
+            (transcoder.encode(state), stream),
+        )
+        conn.execute(
+            "DELETE FROM pii_keys WHERE tenant_id = %s", (tenant,)
+        )  # the old release had no keys
+    assert PERSONAL["email"].encode() in stored_states(settings, stream)[0]
+
+    client = redis.Redis.from_url(servers["redis"])
+    with psycopg.connect(settings.database_url) as conn:
+        summary = erase_customer(
+            app, conn, settings, tenant, customer_id, "request #7", "dpo", client
+        )
+    assert summary["legacyEventsSealed"] == 1
+    assert summary["erasedNow"] is True
+    for value in PERSONAL.values():
+        assert all(value.encode() not in s for s in stored_states(settings, stream))
+    with app.keys():
+        events = list(app.events.get(stream))
+    assert events[0].personal == dict.fromkeys(PERSONAL, ERASED)

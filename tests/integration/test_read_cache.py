@@ -57,3 +57,29 @@ def test_a_cached_answer_older_than_the_required_position_is_recomputed(
     assert computed == [b"v5", b"v6", b"z"]
     ttl = redis.Redis.from_url(servers["redis"]).ttl(gen_key)
     assert 0 < ttl <= 120, "a generation key expires once it outlives its values"
+
+
+def test_an_answer_computed_before_a_change_is_not_stored_after_it(
+    servers: dict[str, str],
+) -> None:
+    """A read that began before a change (an erasure's purge among them) must not put its
+    answer back once the change has bumped the generation."""
+
+    async def scenario() -> tuple[bytes | None, bytes | None]:
+        client = aredis.Redis.from_url(servers["redis"])
+        cache = ReadCache(client)
+        gen_key = generation_key(uuid.uuid4().hex, "customer", "c1")
+        value_key = f"{gen_key}:value"
+        try:
+            generation, _, _ = await cache.get(gen_key, value_key)
+            invalidate(redis.Redis.from_url(servers["redis"]), [gen_key], 60)  # the change
+            await cache.put(gen_key, generation, value_key, 1, b"stale", 60)
+            _, _, after_change = await cache.get(gen_key, value_key)
+            fresh_generation, _, _ = await cache.get(gen_key, value_key)
+            await cache.put(gen_key, fresh_generation, value_key, 2, b"fresh", 60)
+            _, _, stored = await cache.get(gen_key, value_key)
+            return after_change, stored
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == (None, b"fresh")

@@ -127,3 +127,18 @@ def test_a_login_role_in_the_reader_role_gets_the_same_walls(
             conn.execute("DELETE FROM customers")
         with pytest.raises(errors.InsufficientPrivilege):
             conn.execute("RESET ROLE; SELECT count(*) FROM panel_events")
+
+
+def test_the_auditor_reads_the_event_store_and_changes_nothing(settings: Settings) -> None:
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("SET ROLE beeoclock_auditor")
+        for table in ("panel_events", "panel_snapshots", "pii_keys", "customers"):
+            conn.execute(f"SELECT count(*) FROM {table}")
+        for sql in (
+            "INSERT INTO panel_events (originator_id, originator_version) VALUES ('x', 1)",
+            "UPDATE pii_keys SET wrapped = NULL",
+            "DELETE FROM customers",
+            "SELECT count(*) FROM projector_offsets",
+        ):
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(sql)

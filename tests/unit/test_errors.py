@@ -16,6 +16,7 @@ from commands.errors import Conflict, FieldError, InvalidCommand, NotFound, Rule
 def app_raising(exc: Exception) -> TestClient:
     app = FastAPI()
     errors.install(app)
+    app.add_middleware(errors.UnexpectedErrors)
     app.add_middleware(RequestIdMiddleware)
 
     @app.get("/boom")
