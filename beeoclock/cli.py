@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from beeoclock.permissions import ALL_PERMISSIONS
 from beeoclock.settings import Settings, SettingsError, load_settings
@@ -23,15 +24,23 @@ def _serve(settings: Settings, args: argparse.Namespace, *, write: bool, read: b
 
     from beeoclock.app import create_app
 
-    app = create_app(settings, write=write, read=read)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": "warning",
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    if args.workers > 1:  # worker processes: each builds its app from the environment
+        factory = {(True, True): "api", (True, False): "write_api", (False, True): "read_api"}
+        uvicorn.run(
+            f"beeoclock.asgi:{factory[(write, read)]}",
+            factory=True,
+            workers=args.workers,
+            **options,
+        )
+    else:
+        uvicorn.run(create_app(settings, write=write, read=read), **options)
 
 
 def _run_worker(settings: Settings, make: Callable[[Settings], object]) -> None:
@@ -232,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
         api = sub.add_parser(name, help=helptext)
         api.add_argument("--host", default="127.0.0.1")
         api.add_argument("--port", type=int, default=8000)
+        api.add_argument(
+            "--workers", type=int, default=1, help="worker processes (one per core is typical)"
+        )
         api.set_defaults(func=lambda s, a, w=write, r=read: _serve(s, a, write=w, read=r))
 
     sub.add_parser("relay", help="publish the event store's notifications to Kafka").set_defaults(

@@ -39,7 +39,7 @@ class NotCaughtUp(Exception):
 
 
 async def positions(pool: TenantPool, tenant_id: str, stream: str) -> tuple[int, int]:
-    async with pool.connection(tenant_id) as conn:
+    async with pool.unscoped() as conn:
         cur = await conn.execute(_READ_POSITIONS, {"t": tenant_id, "s": stream}, prepare=True)
         row = await cur.fetchone()
     assert row is not None

@@ -16,7 +16,6 @@ Routes get the authenticated principal from `request.state.principal` (beeoclock
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -25,6 +24,7 @@ from urllib.parse import parse_qsl
 
 from starlette.routing import BaseRoute, Match, compile_path
 
+from beeoclock import logs
 from beeoclock.auth import (
     TENANT_ID,
     Forbidden,
@@ -38,8 +38,6 @@ from beeoclock.ids import ENTITY_ID
 from beeoclock.permissions import ROUTES, Rule
 from beeoclock.ratelimit import Decision, RateLimiter, RateLimiterUnavailable, limit_key
 from beeoclock.settings import Settings
-
-access_log = logging.getLogger("beeoclock.access")
 
 API_PREFIX = "/api/"
 #: path parameters that name the entity a request is about (logged as `entityId`)
@@ -170,7 +168,7 @@ class RequestGate:
         finally:
             entry["latencyMs"] = round((time.perf_counter() - started) * 1000, 2)
             entry["requestId"] = scope.get("state", {}).get("request_id")
-            access_log.info("request", extra={"fields": entry})
+            logs.access(entry)
 
     async def _admit(
         self, scope: dict[str, Any], method: str, template: str, entry: dict[str, Any]

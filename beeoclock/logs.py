@@ -33,3 +33,21 @@ def configure(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     for noisy in ("kafka", "eventsourcing", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+_access = logging.getLogger("beeoclock.access")
+
+
+def access(fields: dict[str, object]) -> None:
+    """One access-log line, in the shape of every other line (logger `beeoclock.access`),
+    written straight to the stream: the logging machinery costs more than a request."""
+    if not _access.isEnabledFor(logging.INFO):
+        return
+    entry = {
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "level": "info",
+        "logger": "beeoclock.access",
+        "message": "request",
+        **fields,
+    }
+    sys.stderr.write(orjson.dumps(entry).decode() + "\n")

@@ -150,7 +150,7 @@ class Vault:
                 return known
         with self.cursor() as cur:
             row = None
-            if create:  # one round trip for a new subject: the insert says what it made
+            if create:  # the insert says what it made
                 made = self._wrap(subject, AESGCM.generate_key(256))
                 row = cur.execute(_CREATE, (*subject, made)).fetchone()
             if row is None:

@@ -7,6 +7,7 @@ query the read API makes also filters by tenant itself; this is the second wall 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,11 +27,26 @@ async def as_reader(conn: AsyncConnection[Any]) -> None:
 class TenantPool:
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         self.pool = pool
+        #: the tenant each pooled session was last set to (it keeps it until set again)
+        self._tenant_of: weakref.WeakKeyDictionary[AsyncConnection[Any], str] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @asynccontextmanager
     async def connection(self, tenant_id: str) -> AsyncIterator[AsyncConnection[Any]]:
-        """A connection that sees `tenant_id`'s rows only. The tenant is set in the same
-        round trip as the first query (pipeline mode)."""
-        async with self.pool.connection() as conn, conn.pipeline():
-            await conn.execute(_SET_TENANT, (tenant_id,), prepare=True)
+        """A connection that sees `tenant_id`'s rows only (set on checkout, unless the
+        session is set to that tenant already)."""
+        async with self.pool.connection() as conn:
+            if self._tenant_of.get(conn) != tenant_id:
+                self._tenant_of.pop(conn, None)
+                await conn.execute(_SET_TENANT, (tenant_id,), prepare=True)
+                self._tenant_of[conn] = tenant_id
+            yield conn
+
+    @asynccontextmanager
+    async def unscoped(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A connection for what has no tenant wall (the read/write positions); it sees no
+        read-model row unless its session happens to be set to a tenant, so never use it for
+        those."""
+        async with self.pool.connection() as conn:
             yield conn

@@ -1,35 +1,53 @@
-"""Dependencies of the read routes: the database pool, the cache, and the consistency gate."""
+"""The one dependency of the read routes (`Reading`): who asks, what the answer must reflect
+(the consistency gate), and where to read it (the read models, the cache).
+
+One dependency rather than one per part: FastAPI resolves every dependency of every request,
+and on a cached read that resolving was the larger part of the work."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Request
 
 from beeoclock import consistency
-from beeoclock.deps import PrincipalDep, SettingsDep
+from beeoclock.auth import Principal, Unauthenticated
+from beeoclock.settings import Settings
 from commands.errors import FieldError, InvalidCommand
 from projections.cache import ReadCache
 from projections.tenant_pool import TenantPool
 
-
-async def get_pool(request: Request) -> TenantPool:
-    pool: TenantPool = request.app.state.read_models
-    return pool
-
-
-async def get_cache(request: Request) -> ReadCache:
-    cache: ReadCache = request.app.state.cache
-    return cache
-
-
 _POSITION = re.compile(r"^[0-9]{1,18}$")
 
-PoolDep = Annotated[TenantPool, Depends(get_pool)]
-CacheDep = Annotated[ReadCache, Depends(get_cache)]
+#: The headers of every read route, for the OpenAPI document (`openapi_extra`).
+READ_HEADERS: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "x-business-tenant-id",
+            "in": "header",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+            "description": "the tenant, one of the token's",
+        },
+        {
+            "name": "x-consistency",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "enum": ["eventual"]},
+            "description": "`eventual`: don't wait for your own last write to be readable",
+        },
+        {
+            "name": "x-min-position",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+            "description": "wait until this event position (X-Event-Position) is readable",
+        },
+    ]
+}
 
 
 @dataclass(frozen=True)
@@ -41,24 +59,52 @@ class ReadGate:
     applied: int
 
 
-class Consistent:
+@dataclass(frozen=True)
+class Reading:
+    principal: Principal
+    gate: ReadGate
+    pool: TenantPool
+    cache: ReadCache
+    settings: Settings
+
+    @property
+    def tenant_id(self) -> str:
+        return self.principal.tenant_id
+
+
+class Reader:
     """Read-your-writes by default: wait (bounded) until the tenant's stream is applied up to
     its latest write and `X-Min-Position`; `X-Consistency: eventual` skips the wait."""
 
     def __init__(self, stream: str) -> None:
         self.stream = stream
 
-    async def __call__(
+    async def __call__(self, request: Request) -> Reading:
+        # read straight from the request: FastAPI's header parameters cost more than the read
+        # (the routes document them with READ_HEADERS)
+        x_consistency = request.headers.get("x-consistency")
+        x_min_position = request.headers.get("x-min-position")
+        principal: Principal | None = getattr(request.state, "principal", None)
+        if principal is None:
+            msg = "missing bearer token"
+            raise Unauthenticated(msg)
+        state = request.app.state
+        pool: TenantPool = state.read_models
+        settings: Settings = state.settings
+        gate = await self._gate(pool, settings, principal, x_consistency, x_min_position)
+        return Reading(principal, gate, pool, state.cache, settings)
+
+    async def _gate(
         self,
-        principal: PrincipalDep,
-        pool: PoolDep,
-        settings: SettingsDep,
-        x_consistency: Annotated[str | None, Header()] = None,
-        x_min_position: Annotated[str | None, Header()] = None,
+        pool: TenantPool,
+        settings: Settings,
+        principal: Principal,
+        x_consistency: str | None,
+        x_min_position: str | None,
     ) -> ReadGate:
         min_position = None
         if x_min_position is not None:
-            if not _POSITION.match(x_min_position.strip()):
+            if len(x_min_position) > 40 or not _POSITION.match(x_min_position.strip()):
                 raise InvalidCommand(
                     "X-Min-Position must be an event position",
                     [FieldError("X-Min-Position", "is not a non-negative integer")],

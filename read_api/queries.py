@@ -13,15 +13,13 @@ from fastapi import Query
 from psycopg import AsyncConnection
 from starlette.responses import Response
 
-from beeoclock.auth import Principal
 from beeoclock.ids import entity_id
-from beeoclock.settings import Settings
 from beeoclock.text import printable
 from commands.errors import FieldError, InvalidCommand, NotFound
 from events.base import EntityState
 from projections.cache import generation_key
 from projections.paging import Page, PageQuery
-from read_api.deps import CacheDep, PoolDep, ReadGate, read_through
+from read_api.deps import Reading, read_through
 
 FindOne = Callable[[AsyncConnection[Any], str, str], Awaitable[str | None]]
 FindPage = Callable[[AsyncConnection[Any], str, PageQuery], Awaitable[Page]]
@@ -68,22 +66,13 @@ def _json(body: bytes, headers: dict[str, str] | None = None) -> Response:
     return Response(body, 200, headers, media_type="application/json")
 
 
-async def one(
-    stream: str,
-    raw_id: str,
-    find: FindOne,
-    principal: Principal,
-    gate: ReadGate,
-    pool: PoolDep,
-    cache: CacheDep,
-    settings: Settings,
-) -> Response:
+async def one(stream: str, raw_id: str, find: FindOne, reading: Reading) -> Response:
     """One entity's DTO with its ETag; 404 when this tenant never had it."""
     key = entity_id(raw_id, stream)
-    tenant = principal.tenant_id
+    tenant = reading.tenant_id
 
     async def compute() -> bytes:
-        async with pool.connection(tenant) as conn:
+        async with reading.pool.connection(tenant) as conn:
             doc = await find(conn, tenant, key)
         if doc is None:
             msg = f"{stream} {key} not found"
@@ -91,41 +80,41 @@ async def one(
         return doc.encode()
 
     body = await read_through(
-        cache,
-        gate,
+        reading.cache,
+        reading.gate,
         generation_key(tenant, stream, key),
         f"{tenant}:{stream}:{key}",
-        settings.cache_entity_ttl_s,
+        reading.settings.cache_entity_ttl_s,
         compute,
     )
-    return _json(body, {"ETag": f'"{orjson.loads(body)["_version"]}"'})
+    return _json(body, {"ETag": f'"{_version_of(body)}"'})
 
 
-async def page(
-    stream: str,
-    query: PageQuery,
-    find: FindPage,
-    principal: Principal,
-    gate: ReadGate,
-    pool: PoolDep,
-    cache: CacheDep,
-    settings: Settings,
-) -> Response:
+def _version_of(body: bytes) -> str:
+    """The `_version` of a DTO, without parsing all of it (it is a short string field)."""
+    start = body.find(b'"_version":"')
+    if start < 0:
+        return str(orjson.loads(body)["_version"])
+    start += len(b'"_version":"')
+    return body[start : body.index(b'"', start)].decode()
+
+
+async def page(stream: str, query: PageQuery, find: FindPage, reading: Reading) -> Response:
     """`{items, totalSize[, nextCursor]}`, cached per query under the tenant's list generation."""
-    tenant = principal.tenant_id
+    tenant = reading.tenant_id
     digest = hashlib.blake2b(repr(query).encode(), digest_size=16).hexdigest()
 
     async def compute() -> bytes:
-        async with pool.connection(tenant) as conn:
+        async with reading.pool.connection(tenant) as conn:
             return (await find(conn, tenant, query)).to_json()
 
     return _json(
         await read_through(
-            cache,
-            gate,
+            reading.cache,
+            reading.gate,
             generation_key(tenant, stream),
             f"{tenant}:{stream}:page:{digest}",
-            settings.cache_page_ttl_s,
+            reading.settings.cache_page_ttl_s,
             compute,
         )
     )

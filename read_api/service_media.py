@@ -16,16 +16,15 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import Response
 
 from beeoclock.blobs import AsyncBlobReader
-from beeoclock.deps import PrincipalDep
 from beeoclock.ids import entity_id
 from commands.errors import NotFound
 from projections import services
-from read_api.deps import Consistent, PoolDep, ReadGate
+from read_api.deps import READ_HEADERS, Reader, Reading
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["service media"])
-GateDep = Annotated[ReadGate, Depends(Consistent(services.STREAM))]
+ReadingDep = Annotated[Reading, Depends(Reader(services.STREAM))]
 IMMUTABLE = "private, max-age=31536000, immutable"
 REVALIDATE = "private, no-cache"
 
@@ -45,21 +44,19 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-@router.get("/api/v1/service-media/{service_id}/{media_id}")
+@router.get("/api/v1/service-media/{service_id}/{media_id}", openapi_extra=READ_HEADERS)
 async def get_service_media(
     service_id: str,
     media_id: str,
-    principal: PrincipalDep,
-    gate: GateDep,
-    pool: PoolDep,
+    reading: ReadingDep,
     blobs: BlobReaderDep,
     v: Annotated[str | None, Query(max_length=64)] = None,
     if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
 ) -> Response:
     entity_id(service_id, "service")
     entity_id(media_id, "media")
-    async with pool.connection(principal.tenant_id) as conn:
-        sha256 = await services.find_media_hash(conn, principal.tenant_id, service_id, media_id)
+    async with reading.pool.connection(reading.tenant_id) as conn:
+        sha256 = await services.find_media_hash(conn, reading.tenant_id, service_id, media_id)
     if sha256 is None:
         msg = f"media {media_id} not found"
         raise NotFound(msg)
