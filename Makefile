@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint format clean bench bench-smoke
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,21 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# The benchmark suite (bench/README.md). `make bench`: the full run, about 40 minutes, writes
+# bench/RESULTS.md, bench/results.json and bench/plots/ (installs wrk and redis-tools from
+# Debian's archive when missing and run as root). `make bench-smoke`: every scenario at a tiny
+# size into a temporary folder; fails when a scenario fails.
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[embedded,dev,bench]"
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	bash bench/install_tools.sh
+	BENCH_COMMAND="make bench" $(BIN)/python -m bench
+
+bench-smoke: $(VENV)/.bench-installed
+	BENCH_COMMAND="make bench-smoke" $(BIN)/python -m bench --smoke
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
