@@ -186,13 +186,14 @@ class MemorySampler:
         for name, proc in list(self.procs.items()):
             with contextlib.suppress(psutil.Error):
                 out[name] = int(proc.memory_info().rss)
-                # an API run with --workers: each worker is an API process of its own
-                for k, child in enumerate(sorted(proc.children(), key=lambda c: c.pid)):
+                # an API run with --workers: each worker is an API process of its own (the
+                # supervisor's other children, such as multiprocessing's tracker, are not)
+                workers = 0
+                for child in sorted(proc.children(), key=lambda c: c.pid):
                     with contextlib.suppress(psutil.Error):
-                        if "beeoclock" in " ".join(child.cmdline()) or "spawn" in " ".join(
-                            child.cmdline()
-                        ):
-                            out[f"{name} worker {k + 1}"] = int(child.memory_info().rss)
+                        if "multiprocessing.spawn" in " ".join(child.cmdline()):
+                            workers += 1
+                            out[f"{name} worker {workers}"] = int(child.memory_info().rss)
         return out
 
     def __enter__(self) -> MemorySampler:

@@ -215,12 +215,14 @@ def _memory_targets(s: dict[str, Any], add: Add) -> None:
     m = s["memory"]
     steady, peak = m["steady_rss_bytes"], m["peak_rss_bytes"]
     for name, limit in RSS_TARGETS.items():
-        rss = steady[name] / MIB
-        add(
-            f"RSS {name} <= {limit} MiB",
-            f"{rss:.0f} MiB steady ({peak.get(name, 0) / MIB:.0f} MiB peak)",
-            rss <= limit,
-        )
+        # an API with worker processes: each is an API process, judged by the largest
+        mine = [n for n in steady if n == name or n.startswith(f"{name} worker ")]
+        rss = max(steady[n] for n in mine) / MIB
+        top = max(peak.get(n, 0) for n in mine) / MIB
+        shown = f"{rss:.0f} MiB steady ({top:.0f} MiB peak)"
+        if len(mine) > 1:
+            shown += f", the largest of {len(mine)} processes"
+        add(f"RSS {name} <= {limit} MiB", shown, rss <= limit)
 
 
 def _deep_target(s: dict[str, Any], add: Add) -> None:
@@ -496,7 +498,9 @@ def _section_memory(s: dict[str, Any]) -> list[str]:
             name,
             f"{rss / MIB:.0f}",
             f"{m['peak_rss_bytes'].get(name, 0) / MIB:.0f}",
-            f"<= {limits[name]}" if name in limits else "",
+            f"<= {limits[name.split(' worker ')[0]]}"
+            if name.split(" worker ")[0] in limits
+            else "",
         ]
         for name, rss in m["steady_rss_bytes"].items()
     ]
