@@ -134,6 +134,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> None:
             restart=args.restart,
             progress=not args.quiet,
             checking=args.check,
+            workers=args.workers,
         )
         try:
             report = replay.check() if args.check else replay.run()
@@ -281,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--restart", action="store_true", help="start over instead of resuming a broken run"
     )
     replay.add_argument("--batch", type=int, default=5000, help="events per transaction")
+    replay.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes of a whole-table rebuild (default: one per core when large)",
+    )
     replay.add_argument("--quiet", action="store_true", help="no progress line")
     replay.set_defaults(func=cmd_replay)
 

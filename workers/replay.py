@@ -152,7 +152,10 @@ class Replay:
         self.batch = batch
         self.restart = restart
         self.show_progress = progress
+        #: worker processes of a whole-table rebuild (None: one per core, from PARALLEL_FROM
+        #: events on; a number given is used whatever the size)
         self.workers = workers or min(os.cpu_count() or 1, MAX_WORKERS)
+        self.workers_given = workers is not None
         #: (k, n): this replay applies the entities with hash % n == k only (a worker's part)
         self.part: tuple[int, int] | None = None
         # a check builds beside a rebuild, never in its place
@@ -226,7 +229,8 @@ class Replay:
             report.resumed_from = position
             total = self._remaining(conn, position)
         progress = Progress(f"replay {self.run_name}", total) if self.show_progress else None
-        if self.workers > 1 and not self.tenant and total >= PARALLEL_FROM:
+        large = total >= PARALLEL_FROM or self.workers_given
+        if self.workers > 1 and not self.tenant and large:
             self._build_in_parts(conn, report, position, progress)
         else:
             for last, events in self._read_ahead(app, position):
@@ -286,8 +290,9 @@ class Replay:
         try:
             while any(w.is_alive() for w in workers) or not done.empty():
                 with contextlib.suppress(queue.Empty):
-                    count = done.get(timeout=0.2)
+                    count, rows = done.get(timeout=0.2)
                     report.events += count
+                    report.rows += rows
                     if progress:
                         progress.advance(count)
         finally:
@@ -645,8 +650,9 @@ def _apply_part(
     try:
         with psycopg.connect(replay.settings.database_url) as conn:
             for last, events in replay._read_ahead(app, replay._position(conn)):
+                rows_before = report.rows
                 with conn.transaction():
                     replay._write(conn, app, report, last, events)
-                done.put(len(events))
+                done.put((len(events), report.rows - rows_before))
     finally:
         app.close()

@@ -180,6 +180,20 @@ def test_damage_is_found_and_a_replay_repairs_it_while_the_apis_answer(
     assert tenant.get(f"/api/v1/customer/{made.json()['_id']}").status_code == 200
 
 
+def test_a_rebuild_in_worker_processes_equals_one_in_a_single_process(
+    system: tuple[Settings, Stack, list[Tenant]],
+) -> None:
+    settings, _, tenants = system
+    damage(settings, tenants[2].tenant_id)
+    before = table(settings, "services")
+    done = cli(settings, "replay", "--workers", "2", "--batch", "20", "--quiet")
+    reports = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["events"] >= 20 for r in reports] == [True, True]
+    assert reports[0]["rows"] >= 3 * 40
+    assert checks(settings)[0] == 0
+    assert table(settings, "services") == before
+
+
 def test_a_tenant_replay_repairs_that_tenant_only(
     system: tuple[Settings, Stack, list[Tenant]],
 ) -> None:
