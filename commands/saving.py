@@ -11,8 +11,9 @@ with the events it already stored: that is recognised by the request id and is a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import BaseAggregate
@@ -29,6 +30,8 @@ RETRIES = 8
 
 E = TypeVar("E", bound=BaseAggregate[str])
 T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
 UniqueValues = Callable[[Any], Mapping[str, str | None]]
 
 
@@ -41,6 +44,20 @@ def load(app: PanelApplication, stream: str, noun: str, entity_id: str) -> Any:
         raise NotFound(msg) from None
 
 
+def _with_keys(
+    handle: Callable[Concatenate[PanelApplication, P], R],
+) -> Callable[Concatenate[PanelApplication, P], R]:
+    """One command, one use of personal-data keys (events/pii.py): its loads and its save."""
+
+    @functools.wraps(handle)
+    def within(app: PanelApplication, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with app.keys():
+            return handle(app, *args, **kwargs)
+
+    return within
+
+
+@_with_keys
 def create(
     app: PanelApplication,
     meta: Meta,
@@ -50,18 +67,6 @@ def create(
     unique_values: UniqueValues,
 ) -> tuple[E, int | None]:
     """Save a new entity; an id already taken is a 409, unless by this very request."""
-    with app.keys():
-        return _create(app, meta, entity_id, noun, make, unique_values)
-
-
-def _create(
-    app: PanelApplication,
-    meta: Meta,
-    entity_id: str,
-    noun: str,
-    make: Callable[[], E],
-    unique_values: UniqueValues,
-) -> tuple[E, int | None]:
     for _ in range(RETRIES):
         entity = make()
         state = entity.state  # type: ignore[attr-defined]
@@ -83,6 +88,7 @@ def _create(
     raise _busy(noun)
 
 
+@_with_keys
 def change(
     app: PanelApplication,
     meta: Meta,
@@ -96,20 +102,6 @@ def change(
     """Load, decide, save (with `also`'s statements in the same transaction). After a lost
     race the decision is made again on the newer state; a command pinned to a version
     (If-Match) then fails its version check (409)."""
-    with app.keys():
-        return _change(app, meta, stream, entity_id, noun, decide, unique_values, also)
-
-
-def _change(
-    app: PanelApplication,
-    meta: Meta,
-    stream: str,
-    entity_id: str,
-    noun: str,
-    decide: Callable[[E], T],
-    unique_values: UniqueValues,
-    also: Statements,
-) -> tuple[E, T, int | None]:
     for _ in range(RETRIES):
         entity: E = load(app, stream, noun, entity_id)
         before = unique_values(entity.state)  # type: ignore[attr-defined]
