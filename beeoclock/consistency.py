@@ -66,9 +66,10 @@ async def wait_until_applied(
         target = max(target, min(min_position, written))
     delay = 0.002
     while applied < target:
-        if time.monotonic() + delay > deadline:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             raise NotCaughtUp
-        await asyncio.sleep(delay)
+        await asyncio.sleep(min(delay, remaining))  # the last look is at the deadline itself
         delay = min(delay * 1.5, 0.025)
         _, applied = await positions(pool, tenant_id, stream)
     return target, applied
