@@ -223,6 +223,11 @@ class TokenVerifier:
             raise Unauthenticated(msg)
         return claims
 
+    def _should_fetch(self, header: dict[str, Any], key: Any) -> bool:
+        """Fetch the key set for a key not known, or when the known ones are old."""
+        stale = header["alg"] != "HS256" and self._jwks_stale()
+        return (key is None or stale) and self._may_fetch()
+
     def _missing_key(self) -> Unauthenticated:
         return Unauthenticated("invalid token: unknown signing key")
 
@@ -230,9 +235,7 @@ class TokenVerifier:
         """Verify a token, fetching JWKS keys in this thread if needed (blocking)."""
         header = self._header(token)
         key = self._key(header)
-        if (key is None or (header["alg"] != "HS256" and self._jwks_stale())) and (
-            self._may_fetch()
-        ):
+        if self._should_fetch(header, key):
             self.fetch_jwks()
             key = self._key(header)
         if key is None:
@@ -263,9 +266,7 @@ class TokenVerifier:
             return known
         header = self._header(token)
         key = self._key(header)
-        if (key is None or (header["alg"] != "HS256" and self._jwks_stale())) and (
-            self._may_fetch()
-        ):
+        if self._should_fetch(header, key):
             await anyio.to_thread.run_sync(self.fetch_jwks)
             key = self._key(header)
         if key is None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -42,3 +43,12 @@ def stream_id(kind: str, tenant_id: str, entity_id: str) -> str:
 def split_stream_id(originator_id: str) -> tuple[str, str, str]:
     kind, tenant_id, entity_id = originator_id.split(":", 2)
     return kind, tenant_id, entity_id
+
+
+#: The fields every event has: who, when, which entity; the rest is what the event says.
+BASE_FIELDS = frozenset(f.name for f in fields(PanelCreated))
+
+
+def event_data(state: Mapping[str, Any]) -> dict[str, Any]:
+    """What an event says, without the fields every event has (`BASE_FIELDS`)."""
+    return {k: v for k, v in state.items() if k not in BASE_FIELDS}

@@ -13,7 +13,7 @@ The message key is the tenant id, so each tenant's events keep their order in a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ import orjson
 from eventsourcing.persistence import Notification, Transcoder
 from eventsourcing.utils import resolve_topic
 
-from events.base import PanelCreated, PanelEvent, split_stream_id
+from events.base import PanelCreated, PanelEvent, event_data, split_stream_id
 from events.customer import CUSTOMER_EVENTS
 from events.service import SERVICE_EVENTS
 from events.timefmt import iso_ms, parse_iso
@@ -33,8 +33,6 @@ EVENT_TYPES: dict[str, tuple[type[PanelEvent], str]] = {
     **{cls.__name__: (cls, "customer") for cls in CUSTOMER_EVENTS},
     **{cls.__name__: (cls, "service") for cls in SERVICE_EVENTS},
 }
-
-_BASE_FIELDS = {f.name for f in fields(PanelCreated)}
 
 
 def aggregate_type_of(event: PanelEvent | type[PanelEvent]) -> str | None:
@@ -93,7 +91,7 @@ def encode_state(
         msg = f"{cls.__name__} is not a published event"
         raise ValueError(msg)
     _, tenant_id, entity_id = split_stream_id(originator_id)
-    payload = {k: v for k, v in state.items() if k not in _BASE_FIELDS}
+    payload = event_data(state)
     timestamp: datetime = state["timestamp"]
     return orjson.dumps(
         {

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from events.base import PanelEvent
+from events.base import PanelEvent, event_data
 from events.pii import ERASED, is_erased
 from events.timefmt import iso_ms
 
@@ -55,3 +55,16 @@ def entries(
             "changes": changed,
         }
         state = after
+
+
+def event_record(event: PanelEvent) -> Dto:
+    """An event as audits and exports show it: who, when, under which request, and what it
+    said (personal data as the caller could open it)."""
+    return {
+        "version": event.originator_version,
+        "type": type(event).__name__,
+        "at": iso_ms(event.timestamp),
+        "actor": event.actor,
+        "requestId": event.request_id,
+        "data": event_data(vars(event)),
+    }

@@ -228,3 +228,18 @@ def eventually(check: Callable[[], Any], timeout_s: float = 30.0, interval_s: fl
         raise last
     msg = f"condition not met within {timeout_s}s"
     raise AssertionError(msg)
+
+
+def cli(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `beeoclock <args>` as an operator would, with the system's settings."""
+    done = subprocess.run(
+        [sys.executable, "-m", "beeoclock.cli", *args],
+        env=env_of(settings),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done

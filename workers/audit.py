@@ -20,12 +20,10 @@ from eventsourcing.persistence import StoredEvent
 from commands.application import PanelApplication
 from events.base import PanelEvent, split_stream_id
 from events.envelope import aggregate_type_of
-from events.timefmt import iso_ms
+from events.history import event_record
 
 PAGE = 2000
 COLUMNS = ("position", "at", "entityType", "entityId", "version", "type", "actor", "requestId")
-_BASE = {"originator_id", "originator_version", "timestamp", "tenant_id", "actor", "request_id"}
-_BASE |= {"originator_topic"}
 
 
 def _rows(
@@ -75,14 +73,9 @@ def records(
                 kind, _, entity = split_stream_id(originator_id)
                 yield {
                     "position": position,
-                    "at": iso_ms(event.timestamp),
                     "entityType": kind,
                     "entityId": entity,
-                    "version": version,
-                    "type": type(event).__name__,
-                    "actor": event.actor,
-                    "requestId": event.request_id,
-                    "data": {k: v for k, v in vars(event).items() if k not in _BASE},
+                    **event_record(event),
                 }
 
 

@@ -32,6 +32,7 @@ from commands.customer import EraseCustomer, unique_values
 from commands.errors import DomainError, InvalidCommand, NotFound
 from events.base import PanelEvent, stream_id
 from events.customer import CUSTOMER_EVENTS, CustomerState, evolve
+from events.history import event_record
 from events.pii import is_sealed
 from events.timefmt import iso_ms
 from projections import cache, customers
@@ -44,8 +45,6 @@ class CachePurgeFailed(DomainError):
 
 
 MAX_REASON = 500
-_BASE = {"originator_id", "originator_version", "timestamp", "tenant_id", "actor", "request_id"}
-_BASE |= {"originator_topic"}
 
 
 def _events(app: PanelApplication, tenant_id: str, customer_id: str) -> list[PanelEvent]:
@@ -55,17 +54,6 @@ def _events(app: PanelApplication, tenant_id: str, customer_id: str) -> list[Pan
         msg = f"customer {customer_id} not found"
         raise NotFound(msg)
     return events
-
-
-def event_record(event: PanelEvent) -> dict[str, Any]:
-    return {
-        "version": event.originator_version,
-        "type": type(event).__name__,
-        "at": iso_ms(event.timestamp),
-        "actor": event.actor,
-        "requestId": event.request_id,
-        "data": {k: v for k, v in vars(event).items() if k not in _BASE},
-    }
 
 
 def _cached_keys(client: redis.Redis | None, pattern: str) -> list[bytes] | None:

@@ -6,8 +6,6 @@ keeps it so."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +21,7 @@ from beeoclock.settings import Settings
 from tests.support import (
     Stack,
     Tenant,
-    env_of,
+    cli,
     eventually,
     isolated,
     new_tenant,
@@ -32,20 +30,6 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def cli(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "beeoclock.cli", *args],
-        env=env_of(settings),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if check:
-        assert done.returncode == 0, done.stderr
-    return done
 
 
 def database_hits(settings: Settings, needle: str) -> list[str]:

@@ -21,11 +21,11 @@ import psycopg
 import pytest
 
 from beeoclock.settings import Settings
-from tests.e2e.test_gdpr import cli
 from tests.e2e.test_service_api import body as service_body
 from tests.support import (
     Stack,
     Tenant,
+    cli,
     env_of,
     eventually,
     isolated,

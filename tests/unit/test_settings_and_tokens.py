@@ -108,3 +108,21 @@ def test_a_tenant_not_in_the_token_is_forbidden() -> None:
         authenticate(f"Bearer {token}", "t2", settings())
     with pytest.raises(Forbidden):
         authenticate(f"Bearer {token}", None, settings())
+
+
+def test_a_remembered_token_is_refused_once_it_expires() -> None:
+    """Verified tokens are remembered (one signature check per client run), never past exp."""
+    import asyncio
+
+    from beeoclock.auth import TokenVerifier
+
+    verifier = TokenVerifier(Settings(jwt_secret=SECRET, jwt_leeway_s=0))
+    now = int(time.time())
+    token = jwt.encode(
+        {"sub": "u1", "exp": now + 1, "tenants": {"t1": []}}, SECRET, algorithm="HS256"
+    )
+    assert asyncio.run(verifier.claims_async(token))["sub"] == "u1"
+    assert verifier._remembered(token) is not None
+    time.sleep(max(0.0, now + 1 - time.time()) + 0.05)
+    with pytest.raises(Unauthenticated):
+        asyncio.run(verifier.claims_async(token))
