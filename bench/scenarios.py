@@ -308,6 +308,7 @@ def reads(ctx: Context) -> dict[str, Any]:
     tenant, token = ctx.tenant("read")
     seeded = seed_tenant(ctx, tenant, p.read_customers)
     ctx.wait_applied()
+    ctx.settle()
     headers = ctx.headers(tenant, token)
     ids = ctx.ids_of(tenant, 1000)
     if not ids:
@@ -596,6 +597,7 @@ def growth_level(
             "after_seed_s": round(caught, 2),
             "customer_events_per_s": round(seeded.customers / total_s) if total_s else None,
         }
+        out["settle_s"] = round(ctx.settle(), 2)
     out["events"] = count_events(ctx.system.database_url)
     out["big_tenant_customers"] = _tenant_rows(ctx, big[0])
     out["small_tenant_customers"] = _tenant_rows(ctx, smalls[0][0])

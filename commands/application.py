@@ -227,12 +227,13 @@ class PanelApplication(Application[str]):
         return {_subject(originator_id) for originator_id in originator_ids}
 
     @contextmanager
-    def keys(self) -> Iterator[None]:
-        """One operation's use of personal data keys (see events/pii.py)."""
+    def keys(self, *, defer: bool = False) -> Iterator[None]:
+        """One operation's use of personal data keys (see events/pii.py); `defer`: keys made
+        are saved with the events sealed with them (a command's session)."""
         if self.vault is None:
             yield
             return
-        with self.vault.session():
+        with self.vault.session(defer=defer):
             yield
 
     def commit(self, *aggregates: BaseAggregate[str], also: Statements = ()) -> int | None:

@@ -16,6 +16,11 @@ group is one command and nothing changes.
 
 Commands with statements of their own (`also=`, an erasure's key destruction) or tracking
 records are committed alone, by the library's own path, with those statements.
+
+A command that made a customer's first data key (events/pii.py, `defer`) saves it in the
+same transaction as the events sealed with it. A command whose subject turns out to have a
+key already (made by a racing command) is left out like a colliding one, and its key is
+forgotten, so its retry uses the stored key.
 """
 
 from __future__ import annotations
@@ -32,9 +37,11 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
-from psycopg import Cursor
+from psycopg import Cursor, Rollback
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
+
+from events import pii
 
 MAX_GROUP = 256
 
@@ -42,8 +49,9 @@ MAX_GROUP = 256
 class _Pending:
     """One command's events, waiting for their group's commit."""
 
-    def __init__(self, stored_events: Sequence[StoredEvent]) -> None:
+    def __init__(self, stored_events: Sequence[StoredEvent], keys: list[pii.NewKey]) -> None:
         self.events = stored_events
+        self.keys = keys
         self.done = False
         self.ids: list[int] | None = None
         self.error: BaseException | None = None
@@ -63,42 +71,78 @@ class PanelRecorder(PostgresApplicationRecorder):
         self._committing = False
         table = Identifier(self.datastore.schema, self.events_table_name)
         # Under the table lock: leave out every command one of whose events is stored already
-        # (taken), then every command that shares an event's (id, version) with an earlier
-        # command still in (clash); insert the others' events in the order given
-        # (notification ids follow it).
+        # or whose new data key's subject has a key already (taken), then every command that
+        # shares an event's (id, version) or a new key's subject with an earlier command
+        # still in (clash); insert the others' events in the order given (notification ids
+        # follow it) and their keys. Every row says how many keys went in, and of how many.
         self._group_insert = SQL(
             "WITH batch AS (SELECT * FROM unnest(%b::int[], %b::text[], %b::bigint[], "
             "%b::text[], %b::bytea[]) WITH ORDINALITY "
             "AS b(command, originator_id, originator_version, topic, state, n)), "
-            "taken AS (SELECT DISTINCT b.command FROM batch b JOIN {table} e "
-            "USING (originator_id, originator_version)), "
+            "keys AS (SELECT * FROM unnest(%b::int[], %b::text[], %b::text[], %b::bytea[]) "
+            "AS k(command, tenant_id, subject_id, wrapped)), "
+            "taken AS (SELECT b.command FROM batch b JOIN {table} e "
+            "USING (originator_id, originator_version) UNION SELECT k.command FROM keys k "
+            "JOIN pii_keys p USING (tenant_id, subject_id)), "
             "firsts AS (SELECT originator_id, originator_version, min(command) AS first "
             "FROM batch WHERE command NOT IN (SELECT command FROM taken) GROUP BY 1, 2), "
-            "clash AS (SELECT DISTINCT b.command FROM batch b JOIN firsts f "
-            "USING (originator_id, originator_version) WHERE b.command > f.first) "
-            "INSERT INTO {table} (originator_id, originator_version, topic, state) "
+            "key_firsts AS (SELECT tenant_id, subject_id, min(command) AS first "
+            "FROM keys WHERE command NOT IN (SELECT command FROM taken) GROUP BY 1, 2), "
+            "clash AS (SELECT b.command FROM batch b JOIN firsts f "
+            "USING (originator_id, originator_version) WHERE b.command > f.first "
+            "UNION SELECT k.command FROM keys k JOIN key_firsts f "
+            "USING (tenant_id, subject_id) WHERE k.command > f.first), "
+            "kept_keys AS (SELECT * FROM keys WHERE command NOT IN (SELECT command FROM taken) "
+            "AND command NOT IN (SELECT command FROM clash)), "
+            "made AS (INSERT INTO pii_keys (tenant_id, subject_id, wrapped) "
+            "SELECT tenant_id, subject_id, wrapped FROM kept_keys "
+            "ON CONFLICT (tenant_id, subject_id) DO NOTHING RETURNING 1), "
+            "stored AS (INSERT INTO {table} (originator_id, originator_version, topic, state) "
             "SELECT originator_id, originator_version, topic, state FROM batch "
             "WHERE command NOT IN (SELECT command FROM taken) "
             "AND command NOT IN (SELECT command FROM clash) ORDER BY n "
-            "RETURNING originator_id, originator_version, notification_id"
+            "RETURNING originator_id, originator_version, notification_id) "
+            "SELECT originator_id, originator_version, notification_id, "
+            "(SELECT count(*) FROM made) AS keys_made, "
+            "(SELECT count(*) FROM kept_keys) AS keys_kept FROM stored"
         ).format(table=table)
+        self._insert_keys = (
+            "INSERT INTO pii_keys (tenant_id, subject_id, wrapped) "
+            "SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[])"
+        )
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
         for sql, params in kwargs.get("also") or ():
             curs.execute(sql, params)
+        keys: list[pii.NewKey] = kwargs.get("new_keys") or []
+        if keys:  # a key already there is a unique violation: the command is retried
+            curs.execute(self._insert_keys, tuple(map(list, zip(*keys, strict=True))))
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        """The events, and the data keys made for them (events/pii.py), in one transaction."""
+        keys = pii.unsaved_keys()
+        try:
+            ids: Sequence[int] | None = self._insert_retried(stored_events, keys, **kwargs)
+        except BaseException:
+            pii.keys_not_saved(keys)
+            raise
+        pii.keys_saved(keys)
+        return ids
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _insert_retried(
+        self, stored_events: Sequence[StoredEvent], keys: list[pii.NewKey], **kwargs: Any
+    ) -> Sequence[int] | None:
         if kwargs.get("also") or kwargs.get("tracking") or not stored_events:
             alone: Sequence[int] | None = PostgresApplicationRecorder.insert_events.__wrapped__(
-                self, stored_events, **kwargs
+                self, stored_events, new_keys=keys, **kwargs
             )
             return alone
-        pending = _Pending(stored_events)
+        pending = _Pending(stored_events, keys)
         with self._turn:
             self._queue.append(pending)
         while True:
@@ -133,7 +177,13 @@ class PanelRecorder(PostgresApplicationRecorder):
 
     def _commit_group(self, group: list[_Pending]) -> None:
         columns: tuple[list[Any], ...] = ([], [], [], [], [])
+        key_columns: tuple[list[Any], ...] = ([], [], [], [])
         for number, pending in enumerate(group):
+            for tenant, subject, wrapped in pending.keys:
+                for column, value in zip(
+                    key_columns, (number, tenant, subject, wrapped), strict=True
+                ):
+                    column.append(value)
             for event in pending.events:
                 values = (
                     number,
@@ -151,14 +201,21 @@ class PanelRecorder(PostgresApplicationRecorder):
                 self._lock_table(curs)
                 self._notify_channel(curs)
                 try:
-                    curs.execute(self._group_insert, columns, prepare=True)
+                    curs.execute(self._group_insert, (*columns, *key_columns), prepare=True)
                     pipeline.sync()
-                    ids = {
-                        (r["originator_id"], r["originator_version"]): r["notification_id"]
-                        for r in curs.fetchall()
-                    }
+                    rows = curs.fetchall()
                 except Exception as exc:  # re-raised once the pipeline is closed
                     error = exc
+                else:
+                    if rows and rows[0]["keys_made"] != rows[0]["keys_kept"]:
+                        # a key made outside the event store since the check (the slow
+                        # path of events/pii.py): undo, and every command retries
+                        error = IntegrityError("a data key was made concurrently")
+                        raise Rollback
+                    ids = {
+                        (r["originator_id"], r["originator_version"]): r["notification_id"]
+                        for r in rows
+                    }
             if error is not None:
                 raise error
         for pending in group:

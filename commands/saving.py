@@ -47,11 +47,12 @@ def load(app: PanelApplication, stream: str, noun: str, entity_id: str) -> Any:
 def _with_keys(
     handle: Callable[Concatenate[PanelApplication, P], R],
 ) -> Callable[Concatenate[PanelApplication, P], R]:
-    """One command, one use of personal-data keys (events/pii.py): its loads and its save."""
+    """One command, one use of personal-data keys (events/pii.py): its loads and its save,
+    which stores a key it made in the transaction of the events sealed with it."""
 
     @functools.wraps(handle)
     def within(app: PanelApplication, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        with app.keys():
+        with app.keys(defer=True):
             return handle(app, *args, **kwargs)
 
     return within
@@ -66,11 +67,16 @@ def create(
     make: Callable[[], E],
     unique_values: UniqueValues,
 ) -> tuple[E, int | None]:
-    """Save a new entity; an id already taken is a 409, unless by this very request."""
-    for _ in range(RETRIES):
+    """Save a new entity; an id already taken is a 409, unless by this very request.
+
+    The first attempt guesses its unique values unused (no read before the save); a wrong
+    guess collides like any lost race and the next attempt reads the records."""
+    for attempt in range(RETRIES):
         entity = make()
         state = entity.state  # type: ignore[attr-defined]
-        records = uniqueness.changes(app, meta, entity_id, {}, unique_values(state), noun)
+        records = uniqueness.changes(
+            app, meta, entity_id, {}, unique_values(state), noun, guess_new=attempt == 0
+        )
         try:
             return entity, app.commit(entity, *records)
         except ErasedSubject:  # the id was a customer's, erased since: it stays taken

@@ -80,9 +80,16 @@ def changes(
     before: Mapping[str, str | None],
     after: Mapping[str, str | None],
     noun: str,
+    *,
+    guess_new: bool = False,
 ) -> list[UniqueValue]:
     """The uniqueness records to save with an entity whose unique values (kind -> normalised
     value, None for none) go from `before` to `after`: new values taken, old ones released.
+
+    `guess_new`: don't read the records, take every value as never used (what a new entity's
+    values nearly always are). A wrong guess costs nothing but a retry: the first record of
+    a used value is stored already, so the save collides and the caller decides again
+    without guessing.
 
     Raises Conflict naming the field when a new value belongs to another entity."""
     moves = []
@@ -98,7 +105,8 @@ def changes(
                 record_id(key, meta.tenant_id, kind, old) if old is not None else None,
             )
         )
-    loaded = load_records(app, [rid for _, *rids in moves for rid in rids if rid is not None])
+    rids = [rid for _, *rids in moves for rid in rids if rid is not None]
+    loaded = dict.fromkeys(rids) if guess_new else load_records(app, rids)
     records: list[UniqueValue] = []
     taken: list[FieldError] = []
     for kind, new_id, old_id in moves:

@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -37,6 +37,7 @@ ERASED = "[erased]"
 NONCE_BYTES = 12
 
 Subject = tuple[str, str]  # (tenant id, customer id)
+NewKey = tuple[str, str, bytes]  # (tenant id, customer id, wrapped key)
 CursorFactory = Callable[[], AbstractContextManager[Any]]
 
 _GET = "SELECT subject_id, wrapped FROM pii_keys WHERE tenant_id = %s AND subject_id = ANY(%s)"
@@ -54,8 +55,48 @@ FORGET = (
     "WHERE tenant_id = %s AND subject_id = %s AND wrapped IS NOT NULL"
 )
 
-#: one operation's keys, as ready AES-GCM objects (building one costs more than a decrypt)
-_session: ContextVar[dict[Subject, AESGCM | None] | None] = ContextVar("pii_keys", default=None)
+
+@dataclass
+class _Session:
+    """One operation's keys, as ready AES-GCM objects (building one costs more than a
+    decrypt); with `defer`, the keys it makes and the event store has yet to save."""
+
+    keys: dict[Subject, AESGCM | None] = field(default_factory=dict)
+    defer: bool = False
+    unsaved: dict[Subject, bytes] = field(default_factory=dict)
+    #: subjects whose made key was not saved: looked up (or made) in the database from now on
+    no_guess: set[Subject] = field(default_factory=set)
+
+
+_session: ContextVar[_Session | None] = ContextVar("pii_keys", default=None)
+
+
+def unsaved_keys() -> list[NewKey]:
+    """(tenant, subject, wrapped key) of the keys this operation made and has not saved: the
+    event store saves them in the transaction of the events sealed with them."""
+    session = _session.get()
+    if session is None:
+        return []
+    return [(t, s, wrapped) for (t, s), wrapped in session.unsaved.items()]
+
+
+def keys_saved(keys: Iterable[NewKey]) -> None:
+    session = _session.get()
+    if session is not None:
+        for tenant, subject, _ in keys:
+            session.unsaved.pop((tenant, subject), None)
+
+
+def keys_not_saved(keys: Iterable[NewKey]) -> None:
+    """The save that carried these keys failed: forget them (nothing was sealed with them
+    that is stored), and take these subjects' keys from the database from now on (one may
+    be there already, made by whoever won the race)."""
+    session = _session.get()
+    if session is not None:
+        for tenant, subject, _ in keys:
+            session.unsaved.pop((tenant, subject), None)
+            session.keys.pop((tenant, subject), None)
+            session.no_guess.add((tenant, subject))
 
 
 class VaultError(Exception):
@@ -102,12 +143,17 @@ class Vault:
     # -- keys --------------------------------------------------------------------------
 
     @contextmanager
-    def session(self) -> Iterator[None]:
-        """Remember fetched keys until the block ends (nested sessions share the outer one)."""
+    def session(self, *, defer: bool = False) -> Iterator[None]:
+        """Remember fetched keys until the block ends (nested sessions share the outer one).
+
+        `defer` (a command, saved by commands/recorder.py): a key made for a subject that has
+        none is not inserted at once but saved with the events sealed with it, in their
+        transaction (`unsaved_keys`): one round trip less per new customer, and never a key
+        without the events it was made for."""
         if _session.get() is not None:
             yield
             return
-        token = _session.set({})
+        token = _session.set(_Session(defer=defer))
         try:
             yield
         finally:
@@ -126,9 +172,10 @@ class Vault:
 
     def prefetch(self, subjects: Iterable[Subject]) -> None:
         """Fetch the keys of many subjects in one query (within a session)."""
-        cache = _session.get()
-        if cache is None:
+        session = _session.get()
+        if session is None:
             return
+        cache = session.keys
         wanted = sorted({s for s in subjects if s not in cache})
         if not wanted:
             return
@@ -143,11 +190,19 @@ class Vault:
 
     def key(self, subject: Subject, *, create: bool = False) -> AESGCM | None:
         """The subject's data key; None once erased (or never made, unless `create`)."""
-        cache = _session.get()
+        session = _session.get()
+        cache = session.keys if session is not None else None
         if cache is not None and subject in cache:
             known = cache[subject]
             if known is not None or not create:
                 return known
+        elif create and session is not None and session.defer and subject not in session.no_guess:
+            # a subject never seen in this command: guess it has no key yet (the event
+            # store's transaction checks, see commands/recorder.py)
+            material = AESGCM.generate_key(256)
+            session.unsaved[subject] = self._wrap(subject, material)
+            guessed = session.keys[subject] = AESGCM(material)
+            return guessed
         with self.cursor() as cur:
             row = None
             if create:  # the insert says what it made

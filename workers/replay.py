@@ -243,6 +243,7 @@ class Replay:
         if not self.tenant:
             with conn.transaction():
                 self._index_staging(conn)
+            self._vacuum_staging(conn)
         return report
 
     def _build_in_parts(
@@ -495,6 +496,16 @@ class Replay:
                     sql.SQL(match[1] or ""), _ident(staged), _ident(self.staging), sql.SQL(match[2])
                 )
             )
+
+    def _vacuum_staging(self, conn: psycopg.Connection[Any]) -> None:
+        """Statistics and a visibility map for the new table before it goes live: without
+        them the planner guesses a tenant's row count and sorts whole tenants for a page, and
+        counts can't be answered from the index alone, until autovacuum comes by."""
+        conn.autocommit = True  # VACUUM runs outside a transaction
+        try:
+            conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(_ident(self.staging)))
+        finally:
+            conn.autocommit = False
 
     def _copy_access(self, conn: psycopg.Connection[Any]) -> None:
         """The live table's grants, row-level security and policies, on the staging table."""

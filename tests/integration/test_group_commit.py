@@ -129,9 +129,52 @@ def test_a_command_clashing_only_with_one_left_out_goes_in(
         return StoredEvent(f"{stem}:{name}", version, "tests:Nothing", b"{}")
 
     recorder.insert_events([event("k1", 1)])
-    a = _Pending([event("k1", 1), event("k2", 1)])
-    b = _Pending([event("k2", 1)])
+    a = _Pending([event("k1", 1), event("k2", 1)], [])
+    b = _Pending([event("k2", 1)], [])
     recorder._commit_group([a, b])
     assert a.error is not None
     assert b.error is None
     assert b.ids
+
+
+def test_a_command_whose_new_key_is_taken_or_clashes_is_left_out_with_its_events(
+    app: PanelApplication, settings: Settings
+) -> None:
+    """A data key made by a command goes in with its events; a subject that has a key, or
+    whose key an earlier command of the group makes, leaves the command out whole."""
+    from eventsourcing.persistence import StoredEvent
+
+    from commands.recorder import _Pending
+
+    recorder = app.recorder
+    assert isinstance(recorder, PanelRecorder)
+    tenant = uuid.uuid4().hex
+    stem = f"unique:{uuid.uuid4().hex}"
+
+    def event(name: str) -> StoredEvent:
+        return StoredEvent(f"{stem}:{name}", 1, "tests:Nothing", b"{}")
+
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute(
+            "INSERT INTO pii_keys (tenant_id, subject_id, wrapped) VALUES (%s, 'old', 'x')",
+            (tenant,),
+        )
+    taken = _Pending([event("a")], [(tenant, "old", b"new")])
+    first = _Pending([event("b")], [(tenant, "s1", b"one")])
+    clash = _Pending([event("c")], [(tenant, "s1", b"two")])
+    plain = _Pending([event("d")], [])
+    recorder._commit_group([taken, first, clash, plain])
+    assert taken.error is not None
+    assert clash.error is not None
+    assert first.ids
+    assert plain.ids
+    with psycopg.connect(settings.database_url) as conn:
+        keys = conn.execute(
+            "SELECT subject_id, wrapped FROM pii_keys WHERE tenant_id = %s ORDER BY 1", (tenant,)
+        ).fetchall()
+        stored = conn.execute(
+            "SELECT originator_id FROM panel_events WHERE originator_id LIKE %s ORDER BY 1",
+            (f"{stem}:%",),
+        ).fetchall()
+    assert [(s, bytes(w)) for s, w in keys] == [("old", b"x"), ("s1", b"one")]
+    assert [r[0] for r in stored] == [f"{stem}:b", f"{stem}:d"]

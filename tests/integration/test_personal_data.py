@@ -221,3 +221,88 @@ def test_erasing_a_customer_stored_before_crypto_shredding_seals_then_shreds(
     with app.keys():
         events = list(app.events.get(stream))
     assert events[0].personal == dict.fromkeys(PERSONAL, ERASED)
+
+
+def _key_rows(settings: Settings, tenant: str) -> list[tuple[str, bytes | None]]:
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute(
+            "SELECT subject_id, wrapped FROM pii_keys WHERE tenant_id = %s ORDER BY subject_id",
+            (tenant,),
+        ).fetchall()
+    return [(r[0], bytes(r[1]) if r[1] is not None else None) for r in rows]
+
+
+def test_a_new_customers_key_is_saved_with_its_events_and_a_losing_create_leaves_it(
+    app: PanelApplication, settings: Settings
+) -> None:
+    tenant, customer_id = uuid.uuid4().hex, "c6"
+    register(app, tenant, customer_id)
+    ((subject, wrapped),) = _key_rows(settings, tenant)
+    assert subject == customer_id
+    assert wrapped
+    # a create of the same id by another request guesses a key of its own: it loses, and
+    # neither its key nor its events go in; the stored customer still opens
+    with pytest.raises(Conflict, match="already exists"):
+        register(app, tenant, customer_id, email="other@example.com")
+    assert _key_rows(settings, tenant) == [(customer_id, wrapped)]
+    assert (
+        handlers.load_customer(app, tenant, customer_id).state.personal["email"]
+        == PERSONAL["email"]
+    )
+
+
+def test_a_create_whose_email_was_taken_makes_no_key(
+    app: PanelApplication, settings: Settings
+) -> None:
+    tenant = uuid.uuid4().hex
+    register(app, tenant, "c7")
+    with pytest.raises(Conflict, match="email"):
+        register(app, tenant, "c8", phone="48601234568")
+    assert [s for s, _ in _key_rows(settings, tenant)] == ["c7"]
+    assert stored_states(settings, stream_id("customer", tenant, "c8")) == []
+
+
+def test_a_key_stored_without_events_serves_the_create_that_comes_later(
+    app: PanelApplication, settings: Settings
+) -> None:
+    """A key made outside a command (an earlier release made keys before saving) and never
+    used: the guessed key collides with it, and the retry seals with the stored one."""
+    tenant, customer_id = uuid.uuid4().hex, "c9"
+    assert app.vault is not None
+    with app.keys():
+        app.vault.key((tenant, customer_id), create=True)
+    before = _key_rows(settings, tenant)
+    register(app, tenant, customer_id)
+    assert _key_rows(settings, tenant) == before
+    assert (
+        handlers.load_customer(app, tenant, customer_id).state.personal["email"]
+        == PERSONAL["email"]
+    )
+
+
+def test_racing_creates_of_one_customer_store_one_key_and_one_customer(
+    app: PanelApplication, settings: Settings
+) -> None:
+    import threading
+
+    tenant, customer_id = uuid.uuid4().hex, "c10"
+    outcomes: list[str] = []
+    start = threading.Barrier(8)
+
+    def attempt(n: int) -> None:
+        start.wait()
+        try:
+            register(app, tenant, customer_id, email=f"n{n}@example.com", phone=f"4860123{n:04d}")
+            outcomes.append("created")
+        except Conflict:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["conflict"] * 7 + ["created"]
+    assert [s for s, _ in _key_rows(settings, tenant)] == [customer_id]
+    email = handlers.load_customer(app, tenant, customer_id).state.personal["email"]
+    assert email.startswith("n")
