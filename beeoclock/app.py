@@ -20,7 +20,6 @@ from beeoclock import errors, kafka, migrations
 from beeoclock.blobs import PostgresBlobReader, PostgresBlobStore
 from beeoclock.bodylimit import BodySizeLimit
 from beeoclock.bootstrap import panel_application
-from beeoclock.deps import RequestIdMiddleware
 from beeoclock.gate import RequestGate
 from beeoclock.ratelimit import RateLimiter
 from beeoclock.settings import Settings, SettingsError
@@ -58,14 +57,15 @@ def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> 
         version="1.0.0",
         summary=f"Customers and bookable services of business tenants ({' + '.join(parts)} API).",
         lifespan=lifespan,
+        # the access log is the request record; FastAPI's own OpenTelemetry, unconfigured
+        # here, would still look for global providers on every request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     errors.install(app)
-    # outermost last: request id -> unexpected errors -> gate (auth, permissions, rate limits,
-    # access log) -> body size limit -> the routes
+    # outermost last: the gate (request id, auth, permissions, rate limits, access log,
+    # unexpected errors) -> body size limit -> the routes
     app.add_middleware(BodySizeLimit, exempt=UPLOAD_PATHS)
     app.add_middleware(RequestGate, routes=app.router.routes, settings=settings)
-    app.add_middleware(errors.UnexpectedErrors)  # nothing escapes the contract's shape
-    app.add_middleware(RequestIdMiddleware)
     for router in _routers(write=write, read=read):
         # the routes themselves, not an included router: FastAPI matches a request against
         # included routers through a slower path (their routes carry their full paths)

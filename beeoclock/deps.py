@@ -6,7 +6,6 @@ thread pool, a hop that costs more than the dependency itself on every request."
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -18,7 +17,6 @@ from commands.context import Meta
 from commands.errors import FieldError, InvalidCommand
 
 _VERSION = re.compile(r"^[0-9]{1,9}$")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 async def get_settings(request: Request) -> Settings:
@@ -70,31 +68,3 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 MetaDep = Annotated[Meta, Depends(get_meta)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ExpectedVersionDep = Annotated[int | None, Depends(get_expected_version)]
-
-
-class RequestIdMiddleware:
-    """Takes a sane `X-Request-Id` from the caller or makes one; echoes it on the response."""
-
-    def __init__(self, app: object) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, object], receive: object, send: object) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)  # type: ignore[operator]
-            return
-        given = next(
-            (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"),  # type: ignore[attr-defined]
-            "",
-        )
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id  # type: ignore[index]
-
-        async def send_with_id(message: dict[str, object]) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))  # type: ignore[call-overload]
-                headers.append((b"x-request-id", request_id.encode()))
-                message["headers"] = headers
-            await send(message)  # type: ignore[operator]
-
-        await self.app(scope, receive, send_with_id)  # type: ignore[operator]

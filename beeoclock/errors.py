@@ -130,29 +130,3 @@ def install(app: FastAPI) -> None:
         app.add_exception_handler(exc_type, known)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(HTTPException, http)
-
-
-class UnexpectedErrors:
-    """Any error no handler knows becomes a logged 500 in the contract's shape (and is not
-    re-raised, so the server doesn't log it a second time as plain text)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Any) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception:
-            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            if not started:
-                await error_response(500, "internal error")(scope, receive, send)

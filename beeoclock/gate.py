@@ -11,17 +11,25 @@ read. It
    subject, method, route template, entity id, status and latency. Never a query string, a
    body or a header value beyond those: no personal data reaches the logs.
 
+It also gives every request its id (a sane `X-Request-Id` from the caller, or a new one,
+echoed on the response) and turns any error nothing else handled into a logged 500 in the
+contract's shape. One layer for all of it: each ASGI layer costs every request a call and
+a wrapped `send`, and on a cached read those were a large part of the work.
+
 Routes get the authenticated principal from `request.state.principal` (beeoclock/deps.py).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, compile_path
 
 from beeoclock import logs
@@ -39,7 +47,10 @@ from beeoclock.permissions import ROUTES, Rule
 from beeoclock.ratelimit import Decision, RateLimiter, RateLimiterUnavailable, limit_key
 from beeoclock.settings import Settings
 
+log = logging.getLogger(__name__)
+
 API_PREFIX = "/api/"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 #: path parameters that name the entity a request is about (logged as `entityId`)
 _ENTITY_PARAMS = ("customer_id", "service_id")
 
@@ -113,14 +124,19 @@ class RequestGate:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        given = _header(scope, b"x-request-id") or ""
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
         entry: dict[str, Any] = {"method": scope["method"], "route": None, "status": 500}
-        extra_headers: list[tuple[bytes, bytes]] = []
+        extra_headers: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]
+        responded = False
 
         async def send_logged(message: Any) -> None:
+            nonlocal responded
             if message["type"] == "http.response.start":
+                responded = True
                 entry["status"] = message["status"]
-                if extra_headers:
-                    message["headers"] = [*message.get("headers", []), *extra_headers]
+                message["headers"] = [*message.get("headers", []), *extra_headers]
             await send(message)
 
         try:
@@ -141,34 +157,35 @@ class RequestGate:
             else:
                 entry["route"] = self._other_route(scope)
             await self.app(scope, receive, send_logged)
-        except NoRoute as exc:
-            if exc.allowed:
-                allow = {"Allow": ", ".join(sorted(exc.allowed))}
-                await error_response(405, "method not allowed", headers=allow)(
-                    scope, receive, send_logged
-                )
-            else:
-                await error_response(404, "no such route")(scope, receive, send_logged)
-        except Unauthenticated as exc:
-            await error_response(401, str(exc), headers={"WWW-Authenticate": "Bearer"})(
-                scope, receive, send_logged
-            )
-        except Forbidden as exc:
-            await error_response(403, str(exc))(scope, receive, send_logged)
-        except RateLimited as exc:
-            message = f"too many requests ({exc.policy}); retry later"
-            await error_response(429, message, headers=exc.decision.headers(exc.policy))(
-                scope, receive, send_logged
-            )
-        except LimiterDown:
-            message = "rate limiting is unavailable; retry shortly"
-            await error_response(503, message, headers={"Retry-After": "1"})(
-                scope, receive, send_logged
-            )
+        except (NoRoute, Unauthenticated, Forbidden, RateLimited, LimiterDown) as exc:
+            await self._refusal(exc)(scope, receive, send_logged)
+        except Exception:
+            # logged once here, not re-raised: the server would log it again as plain text
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if not responded:
+                await error_response(500, "internal error")(scope, receive, send_logged)
         finally:
             entry["latencyMs"] = round((time.perf_counter() - started) * 1000, 2)
-            entry["requestId"] = scope.get("state", {}).get("request_id")
+            entry["requestId"] = request_id
             logs.access(entry)
+
+    @staticmethod
+    def _refusal(exc: Exception) -> Response:
+        """The answer to a request the gate turns away."""
+        if isinstance(exc, NoRoute):
+            if exc.allowed:
+                allow = {"Allow": ", ".join(sorted(exc.allowed))}
+                return error_response(405, "method not allowed", headers=allow)
+            return error_response(404, "no such route")
+        if isinstance(exc, Unauthenticated):
+            return error_response(401, str(exc), headers={"WWW-Authenticate": "Bearer"})
+        if isinstance(exc, Forbidden):
+            return error_response(403, str(exc))
+        if isinstance(exc, RateLimited):
+            message = f"too many requests ({exc.policy}); retry later"
+            return error_response(429, message, headers=exc.decision.headers(exc.policy))
+        message = "rate limiting is unavailable; retry shortly"
+        return error_response(503, message, headers={"Retry-After": "1"})
 
     async def _admit(
         self, scope: dict[str, Any], method: str, template: str, entry: dict[str, Any]

@@ -9,15 +9,17 @@ from fastapi.testclient import TestClient
 from beeoclock import errors
 from beeoclock.auth import Forbidden, Unauthenticated
 from beeoclock.consistency import NotCaughtUp
-from beeoclock.deps import RequestIdMiddleware
+from beeoclock.gate import RequestGate
+from beeoclock.settings import Settings
 from commands.errors import Conflict, FieldError, InvalidCommand, NotFound, RuleViolation
 
 
 def app_raising(exc: Exception) -> TestClient:
     app = FastAPI()
     errors.install(app)
-    app.add_middleware(errors.UnexpectedErrors)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(
+        RequestGate, routes=app.router.routes, settings=Settings(jwt_secret="k" * 40)
+    )
 
     @app.get("/boom")
     def boom() -> None:
