@@ -126,7 +126,18 @@ def _write_targets(s: dict[str, Any], add: Add) -> None:
         f"{fmt(http['ok_rps'], 0)} /s",
         http["ok_rps"] >= 800,
     )
-    add("write p99 <= 25 ms at 32 clients", f"{fmt(http['p99_ms'])} ms", http["p99_ms"] <= 25)
+    # Little's law: 32 clients in a closed loop wait 32 / throughput on average, so a p99 of
+    # 25 ms needs at least 1,280 commands/s
+    add(
+        "write p99 <= 25 ms at 32 clients",
+        f"{fmt(http['p99_ms'])} ms",
+        http["p99_ms"] <= 25,
+        f"32 clients in a closed loop average 32 / throughput: "
+        f"{fmt(32_000 / http['ok_rps'], 1)} ms at {fmt(http['ok_rps'], 0)} /s; "
+        "a 25 ms p99 needs >= 1,280 /s"
+        if http["ok_rps"]
+        else "",
+    )
     ratio = http["ok_rps"] / es["ok_rps"] if es["ok_rps"] else 0.0
     add(
         "writes >= 85% of the event store's own ceiling (32 clients)",
@@ -161,11 +172,15 @@ def _lag_targets(s: dict[str, Any], add: Add) -> None:
 def _read_targets(s: dict[str, Any], add: Add) -> None:
     kinds = s["reads"]["kinds"]
     best = _best(kinds["by_id_cached"], 3000, 10)
+    eventual = _best(kinds.get("by_id_cached_eventual") or [best], 3000, 10)
     add(
         "cached reads p99 <= 10 ms at >= 3,000 requests/s (GET by id)",
         f"p99 {fmt(best['p99_ms'])} ms at {fmt(best['rps'], 0)} req/s "
         f"({best['connections']} conn.)",
         best["rps"] >= 3000 and best["p99_ms"] <= 10,
+        "judged on the default read (read-your-writes: one position query in PostgreSQL "
+        f"per read); with `X-Consistency: eventual`: p99 {fmt(eventual['p99_ms'])} ms at "
+        f"{fmt(eventual['rps'], 0)} req/s ({eventual['connections']} conn.)",
     )
     best = _best(kinds["page_uncached"], 500, 50)
     add(

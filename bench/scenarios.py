@@ -131,12 +131,16 @@ def writes(ctx: Context) -> dict[str, Any]:
     out |= {"http": [], "event_store": [], "crud": []}
     with baseline_app(ctx) as crud_port:
         for clients in p.write_clients:
+            # every run starts with relay and projector idle: the runs before it wrote
+            # thousands of customers they would otherwise still be publishing and projecting
+            ctx.wait_applied()
             tenant = ctx.tenant("w")
             req = ctx.customer_requests([tenant], clients, p.write_duration_s, CUSTOMER_PATH)
             http = ctx.closed_loop(ctx.system.write_port, req, clients, p.write_duration_s)
             out["http"].append(http | {"clients": clients})
             ctx.check_system()
 
+            ctx.wait_applied()
             direct = ctx.customer_requests([tenant], clients, p.write_duration_s, CUSTOMER_PATH)
             spec = {
                 "threads": clients,
