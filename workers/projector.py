@@ -4,8 +4,14 @@ Each polled batch is applied in ONE PostgreSQL transaction together with the par
 offsets it consumed and the per-tenant applied positions (read-your-writes). Rows are
 version-gated per entity (see `projections.customers`), so redelivery after a crash or a
 rebalance is harmless, and a version gap is filled from the event store. Kafka's committed
-offsets are only a hint: on assignment the consumer seeks to the offsets in the database.
-After the commit, the cache generations of what changed are bumped.
+offsets are only a hint (committed without waiting): on assignment the consumer seeks to the
+offsets in the database. After the commit, the cache generations of what changed are bumped.
+
+The projector's transactions commit without waiting for their WAL flush
+(`synchronous_commit = off`): everything they write is derived, and read model, offsets and
+applied positions commit together, so a database crash that loses the last of them only
+makes the projector apply those events again (and reads wait for them again). The events
+themselves, the write path's commits, are always flushed.
 """
 
 from __future__ import annotations
@@ -88,7 +94,7 @@ class Projector:
         redis_client = redis.Redis.from_url(
             self.settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
         )
-        self.conn = psycopg.connect(self.settings.database_url)
+        self.conn = self._connect()
         self.consumer = kafka.consumer(self.settings)
         self.consumer.subscribe(list(self.stream_of_topic), listener=_SeekToStoredOffsets(self))
         try:
@@ -122,11 +128,18 @@ class Projector:
         while not self.stopping.wait(1.0):
             try:
                 if self.conn is None or self.conn.closed or self.conn.broken:
-                    self.conn = psycopg.connect(self.settings.database_url)
+                    self.conn = self._connect()
                 self.seek_to_stored_offsets(list(self.consumer.assignment()))
                 return
             except psycopg.Error as exc:
                 log.warning("database unreachable, retrying: %s", exc)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        """Derived data only: its commits don't wait for the WAL flush (module docstring)."""
+        conn = psycopg.connect(self.settings.database_url, autocommit=True)
+        conn.execute("SET synchronous_commit = off")
+        conn.autocommit = False
+        return conn
 
     def seek_to_stored_offsets(self, assigned: list[TopicPartition]) -> None:
         assert self.conn is not None
@@ -249,8 +262,10 @@ class Projector:
         keys += [cache.generation_key(t, s, i) for s, t, i in changed]
         ttl_s = 2 * max(self.settings.cache_entity_ttl_s, self.settings.cache_page_ttl_s) + 60
         cache.invalidate(redis_client, keys, ttl_s)
-        try:
-            self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+        try:  # a hint only (module docstring): sent with the next fetch, never waited for
+            self.consumer.commit_async(
+                {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
+            )
         except KafkaError as exc:
             log.debug("kafka offset commit failed (harmless): %s", exc)
 

@@ -2,7 +2,9 @@
 
 - Progress is a row in `relay_positions`, written only after every send of a batch has been
   acknowledged (each future checked), so a crash re-sends at most one batch: the projector's
-  version gate makes a re-sent event harmless.
+  version gate makes a re-sent event harmless. For the same reason the row is written without
+  waiting for the WAL flush (`synchronous_commit = off`): a database crash that loses its
+  last updates only makes the relay send those events again.
 - One relay is active at a time: it holds a PostgreSQL advisory lock on the session that also
   records its progress. A standby blocks on the lock and takes over when the holder's session
   ends (crash, kill -9, network loss), resuming from the recorded position.
@@ -64,6 +66,7 @@ class Relay:
 
     def _run_active(self, app: PanelApplication) -> None:
         with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+            conn.execute("SET synchronous_commit = off")  # see the module docstring
             if not self._acquire(conn):
                 return
             log.info("relay %s is active", self.name)

@@ -178,3 +178,47 @@ def test_a_command_whose_new_key_is_taken_or_clashes_is_left_out_with_its_events
         ).fetchall()
     assert [(s, bytes(w)) for s, w in keys] == [("old", b"x"), ("s1", b"one")]
     assert [r[0] for r in stored] == [f"{stem}:b", f"{stem}:d"]
+
+
+def test_a_key_made_elsewhere_during_the_group_insert_undoes_the_whole_group(
+    app: PanelApplication, settings: Settings
+) -> None:
+    """A key for the same subject committed by another transaction while the group's insert
+    runs (after its check) is skipped by the insert: then nothing of the group is stored
+    and every command gets an IntegrityError, so each decides again."""
+    from eventsourcing.persistence import IntegrityError, StoredEvent
+
+    from commands.recorder import _Pending
+
+    recorder = app.recorder
+    assert isinstance(recorder, PanelRecorder)
+    tenant = uuid.uuid4().hex
+    stem = f"unique:{uuid.uuid4().hex}"
+
+    def event(name: str) -> StoredEvent:
+        return StoredEvent(f"{stem}:{name}", 1, "tests:Nothing", b"{}")
+
+    keyed = _Pending([event("b")], [(tenant, "s1", b"ours")])
+    plain = _Pending([event("d")], [])
+    with psycopg.connect(settings.database_url) as other:
+        other.execute(
+            "INSERT INTO pii_keys (tenant_id, subject_id, wrapped) VALUES (%s, 's1', 'theirs')",
+            (tenant,),
+        )  # not committed yet: the group's insert will wait on it
+        committing = threading.Thread(target=recorder._commit, args=([keyed, plain],))
+        committing.start()
+        time.sleep(0.5)
+        assert committing.is_alive()
+        other.commit()
+        committing.join(10)
+    assert isinstance(keyed.error, IntegrityError)
+    assert isinstance(plain.error, IntegrityError)
+    with psycopg.connect(settings.database_url) as conn:
+        keys = conn.execute(
+            "SELECT wrapped FROM pii_keys WHERE tenant_id = %s", (tenant,)
+        ).fetchall()
+        stored = conn.execute(
+            "SELECT count(*) FROM panel_events WHERE originator_id LIKE %s", (f"{stem}:%",)
+        ).fetchone()
+    assert [bytes(k[0]) for k in keys] == [b"theirs"]
+    assert stored == (0,)
