@@ -7,11 +7,12 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import psycopg
 import pytest
+from eventsourcing.persistence import StoredEvent
 
 from beeoclock.bootstrap import panel_application
 from beeoclock.settings import Settings
@@ -142,17 +143,10 @@ def test_a_command_whose_new_key_is_taken_or_clashes_is_left_out_with_its_events
 ) -> None:
     """A data key made by a command goes in with its events; a subject that has a key, or
     whose key an earlier command of the group makes, leaves the command out whole."""
-    from eventsourcing.persistence import StoredEvent
-
     from commands.recorder import _Pending
 
-    recorder = app.recorder
-    assert isinstance(recorder, PanelRecorder)
+    recorder, event = _recorder_and_events(app)
     tenant = uuid.uuid4().hex
-    stem = f"unique:{uuid.uuid4().hex}"
-
-    def event(name: str) -> StoredEvent:
-        return StoredEvent(f"{stem}:{name}", 1, "tests:Nothing", b"{}")
 
     with psycopg.connect(settings.database_url) as conn:
         conn.execute(
@@ -174,10 +168,10 @@ def test_a_command_whose_new_key_is_taken_or_clashes_is_left_out_with_its_events
         ).fetchall()
         stored = conn.execute(
             "SELECT originator_id FROM panel_events WHERE originator_id LIKE %s ORDER BY 1",
-            (f"{stem}:%",),
+            (event("%").originator_id,),
         ).fetchall()
     assert [(s, bytes(w)) for s, w in keys] == [("old", b"x"), ("s1", b"one")]
-    assert [r[0] for r in stored] == [f"{stem}:b", f"{stem}:d"]
+    assert [r[0] for r in stored] == [event("b").originator_id, event("d").originator_id]
 
 
 def test_a_key_made_elsewhere_during_the_group_insert_undoes_the_whole_group(
@@ -186,17 +180,12 @@ def test_a_key_made_elsewhere_during_the_group_insert_undoes_the_whole_group(
     """A key for the same subject committed by another transaction while the group's insert
     runs (after its check) is skipped by the insert: then nothing of the group is stored
     and every command gets an IntegrityError, so each decides again."""
-    from eventsourcing.persistence import IntegrityError, StoredEvent
+    from eventsourcing.persistence import IntegrityError
 
     from commands.recorder import _Pending
 
-    recorder = app.recorder
-    assert isinstance(recorder, PanelRecorder)
+    recorder, event = _recorder_and_events(app)
     tenant = uuid.uuid4().hex
-    stem = f"unique:{uuid.uuid4().hex}"
-
-    def event(name: str) -> StoredEvent:
-        return StoredEvent(f"{stem}:{name}", 1, "tests:Nothing", b"{}")
 
     keyed = _Pending([event("b")], [(tenant, "s1", b"ours")])
     plain = _Pending([event("d")], [])
@@ -218,7 +207,22 @@ def test_a_key_made_elsewhere_during_the_group_insert_undoes_the_whole_group(
             "SELECT wrapped FROM pii_keys WHERE tenant_id = %s", (tenant,)
         ).fetchall()
         stored = conn.execute(
-            "SELECT count(*) FROM panel_events WHERE originator_id LIKE %s", (f"{stem}:%",)
+            "SELECT count(*) FROM panel_events WHERE originator_id LIKE %s",
+            (event("%").originator_id,),
         ).fetchone()
     assert [bytes(k[0]) for k in keys] == [b"theirs"]
     assert stored == (0,)
+
+
+def _recorder_and_events(
+    app: PanelApplication,
+) -> tuple[PanelRecorder, Callable[[str], StoredEvent]]:
+    """The app's recorder, and stored events of made-up records of one run (version 1)."""
+    recorder = app.recorder
+    assert isinstance(recorder, PanelRecorder)
+    stem = f"unique:{uuid.uuid4().hex}"
+
+    def event(name: str) -> StoredEvent:
+        return StoredEvent(f"{stem}:{name}", 1, "tests:Nothing", b"{}")
+
+    return recorder, event
