@@ -46,25 +46,22 @@ def entries(
         if is_erased(personal):
             for name in personal:
                 changed[name] = {"from": (before_dto or {}).get(name), "to": ERASED}
-        yield {
-            "version": event.originator_version,
-            "type": type(event).__name__,
-            "at": iso_ms(event.timestamp),
-            "actor": event.actor,
-            "requestId": event.request_id,
-            "changes": changed,
-        }
+        yield {**_heading(event), "changes": changed}
         state = after
 
 
 def event_record(event: PanelEvent) -> Dto:
     """An event as audits and exports show it: who, when, under which request, and what it
     said (personal data as the caller could open it)."""
+    return {**_heading(event), "data": event_data(vars(event))}
+
+
+def _heading(event: PanelEvent) -> Dto:
+    """What history, audits and exports say of every event: which, when, by whom."""
     return {
         "version": event.originator_version,
         "type": type(event).__name__,
         "at": iso_ms(event.timestamp),
         "actor": event.actor,
         "requestId": event.request_id,
-        "data": event_data(vars(event)),
     }

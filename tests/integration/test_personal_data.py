@@ -223,6 +223,10 @@ def test_erasing_a_customer_stored_before_crypto_shredding_seals_then_shreds(
     assert events[0].personal == dict.fromkeys(PERSONAL, ERASED)
 
 
+def _email_of(app: PanelApplication, tenant: str, customer_id: str) -> str:
+    return str(handlers.load_customer(app, tenant, customer_id).state.personal["email"])
+
+
 def _key_rows(settings: Settings, tenant: str) -> list[tuple[str, bytes | None]]:
     with psycopg.connect(settings.database_url) as conn:
         rows = conn.execute(
@@ -245,10 +249,7 @@ def test_a_new_customers_key_is_saved_with_its_events_and_a_losing_create_leaves
     with pytest.raises(Conflict, match="already exists"):
         register(app, tenant, customer_id, email="other@example.com")
     assert _key_rows(settings, tenant) == [(customer_id, wrapped)]
-    assert (
-        handlers.load_customer(app, tenant, customer_id).state.personal["email"]
-        == PERSONAL["email"]
-    )
+    assert _email_of(app, tenant, customer_id) == PERSONAL["email"]
 
 
 def test_a_create_whose_email_was_taken_makes_no_key(
@@ -274,10 +275,7 @@ def test_a_key_stored_without_events_serves_the_create_that_comes_later(
     before = _key_rows(settings, tenant)
     register(app, tenant, customer_id)
     assert _key_rows(settings, tenant) == before
-    assert (
-        handlers.load_customer(app, tenant, customer_id).state.personal["email"]
-        == PERSONAL["email"]
-    )
+    assert _email_of(app, tenant, customer_id) == PERSONAL["email"]
 
 
 def test_racing_creates_of_one_customer_store_one_key_and_one_customer(
@@ -304,5 +302,24 @@ def test_racing_creates_of_one_customer_store_one_key_and_one_customer(
         thread.join()
     assert sorted(outcomes) == ["conflict"] * 7 + ["created"]
     assert [s for s, _ in _key_rows(settings, tenant)] == [customer_id]
-    email = handlers.load_customer(app, tenant, customer_id).state.personal["email"]
-    assert email.startswith("n")
+    assert _email_of(app, tenant, customer_id).startswith("n")
+
+
+def test_a_new_customer_is_saved_without_reading_records_or_inserting_its_key_apart(
+    app: PanelApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create's one round trip: no read of uniqueness records before the save, and the
+    data key goes in with the events, not through the vault's own cursor."""
+    from commands import uniqueness
+
+    def no_round_trip(*_: object) -> None:
+        msg = "a create with new values made a round trip of its own"
+        raise AssertionError(msg)
+
+    assert app.vault is not None
+    monkeypatch.setattr(uniqueness, "load_records", no_round_trip)
+    monkeypatch.setattr(app.vault, "cursor", no_round_trip)
+    tenant, customer_id = uuid.uuid4().hex, "c11"
+    register(app, tenant, customer_id)
+    monkeypatch.undo()
+    assert _email_of(app, tenant, customer_id) == PERSONAL["email"]
