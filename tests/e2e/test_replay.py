@@ -138,6 +138,9 @@ def test_damage_is_found_and_a_replay_repairs_it_while_the_apis_answer(
                 for reader in readers:
                     statuses[reader.get("/api/v1/customer/paged").status_code] += 1
                     statuses[reader.get("/api/v1/service/paged").status_code] += 1
+                    # the search functions (migration 010) name the table the swap replaces
+                    found = reader.get("/api/v1/customer/paged?phrase=anna")
+                    statuses[found.status_code] += 1
 
     reader = threading.Thread(target=read_all_along)
     reader.start()
@@ -178,6 +181,10 @@ def test_damage_is_found_and_a_replay_repairs_it_while_the_apis_answer(
     tenant = tenants[1]
     made = tenant.post("/api/v1/customer", json={"firstName": "After"})
     assert tenant.get(f"/api/v1/customer/{made.json()['_id']}").status_code == 200
+    # and a phrase search finds what it wrote, through the search function (migration 010)
+    found = tenant.get("/api/v1/customer/paged?phrase=after").json()
+    assert [c["_id"] for c in found["items"]] == [made.json()["_id"]]
+    assert found["totalSize"] == 1
 
 
 def test_a_rebuild_in_worker_processes_equals_one_in_a_single_process(

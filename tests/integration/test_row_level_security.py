@@ -142,3 +142,55 @@ def test_the_auditor_reads_the_event_store_and_changes_nothing(settings: Setting
         ):
             with pytest.raises(errors.InsufficientPrivilege):
                 conn.execute(sql)
+
+
+@pytest.fixture(scope="module")
+def searchable(settings: Settings) -> tuple[str, str]:
+    """Two tenants with the same searchable names, and a service each."""
+    a, b = uuid.uuid4().hex, uuid.uuid4().hex
+    with psycopg.connect(settings.database_url) as conn:
+        for tenant in (a, b):
+            for i, name in enumerate(("anna kowalska", "jan nowak", "anna nowak")):
+                conn.execute(
+                    "INSERT INTO customers (tenant_id, id, version, state, created_at, "
+                    "updated_at, search, doc) VALUES (%s, %s, 1, 'active', now(), now(), %s, %s)",
+                    (tenant, f"{tenant[:4]}{i}", name, DOC),
+                )
+            conn.execute(
+                "INSERT INTO services (tenant_id, id, version, state, created_at, updated_at, "
+                "sort_order, search, doc) VALUES (%s, 's1', 1, 'active', now(), now(), 1, "
+                "'haircut', '{}')",
+                (tenant,),
+            )
+    return a, b
+
+
+def matches(conn: psycopg.Connection[Any], *patterns: str) -> list[str]:
+    rows = conn.execute("SELECT id FROM customer_matches(%s) ORDER BY id", (list(patterns),))
+    return [r[0] for r in rows.fetchall()]
+
+
+def test_the_phrase_search_functions_keep_the_policys_wall(
+    settings: Settings, searchable: tuple[str, str]
+) -> None:
+    """They read as their owner (so LIKE may use the trigram index), and return what the
+    policy would show: the session's tenant's rows, none before it names a tenant."""
+    a, b = searchable
+    with reader(settings.database_url) as conn:
+        assert matches(conn, "%anna%") == [], "no tenant named, nothing found"
+        conn.execute("SELECT set_config('beeoclock.tenant_id', %s, false)", (a,))
+        assert matches(conn, "%anna%") == [f"{a[:4]}0", f"{a[:4]}2"]
+        assert matches(conn, "%kowal%", "%jan %") == [f"{a[:4]}0", f"{a[:4]}1"]
+        services = conn.execute("SELECT id FROM service_matches(ARRAY['%hair%'])").fetchall()
+        assert services == [("s1",)]
+        conn.execute("SELECT set_config('beeoclock.tenant_id', %s, false)", (b,))
+        assert matches(conn, "%anna%") == [f"{b[:4]}0", f"{b[:4]}2"]
+        with pytest.raises(errors.RaiseException):
+            matches(conn, *["%a%"] * 5)
+
+
+def test_only_the_reader_may_search(settings: Settings) -> None:
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("SET ROLE beeoclock_auditor")
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("SELECT * FROM customer_matches(ARRAY['%a%'])")
