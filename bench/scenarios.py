@@ -528,11 +528,11 @@ def replay(ctx: Context, app: Any) -> dict[str, Any]:
 def _plan(
     base: int, customers: int, big: str, smalls: list[str], share: float
 ) -> Iterator[tuple[str, int]]:
-    """Customers for the big tenant (`share` of them) and, round robin, the small ones."""
-    every = max(1, round(1 / share)) if share > 0 else 0
+    """Customers for the big tenant (`share` of them, spread evenly) and, round robin, the
+    small ones."""
     small_i = 0
     for k in range(customers):
-        if every and k % every == 0:
+        if math.floor((k + 1) * share) > math.floor(k * share):
             yield big, base + k
         else:
             yield smalls[small_i % len(smalls)], base + k
