@@ -9,7 +9,9 @@ ANY(%s)`), so a lag is over-estimated by at most one poll interval plus one quer
 never under-estimated. Polling reads what a reader would read, and adds nothing to the system
 under test (no trigger, no NOTIFY on the read model).
 
-Run as `python -m bench.lag SPEC.json`; prints one JSON object on stdout.
+Run as `python -m bench.lag SPEC.json`; prints one JSON object on stdout (and, with
+`series_file` in the spec, writes each write's start offset and lag there, for looking at
+when the slow ones happen).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Lag:
         self.spec = spec
         self.pending: dict[str, float] = {}
         self.lags_ms: list[float] = []
+        #: (answered, seen) of each write, for `series_file`
+        self.series: list[tuple[float, float]] = []
         self.write_ms: list[float] = []
         self.waits_ms: list[float] = []
         self.answered_at: list[float] = []
@@ -43,6 +47,7 @@ class Lag:
         self.errors: Counter[str] = Counter()
         self.sending = True
         self.polls = 0
+        self.t0 = 0.0
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection(self.spec["host"], self.spec["port"])
@@ -97,6 +102,7 @@ class Lag:
                         answered = self.pending.pop(cid, None)
                         if answered is not None:
                             self.lags_ms.append((seen - answered) * 1000)
+                            self.series.append((answered, seen))
                 await asyncio.sleep(interval)
 
     async def run(self) -> dict[str, Any]:
@@ -112,7 +118,7 @@ class Lag:
         drain = spec.get("drain_s", 10)
         poller = asyncio.create_task(poll_guard(self, duration + drain + 40))
         tasks: set[asyncio.Task[None]] = set()
-        t0 = time.perf_counter() + 0.05
+        t0 = self.t0 = time.perf_counter() + 0.05
         sent, saturated = 0, False
         for i in range(total):
             scheduled = t0 + i / rate
@@ -168,7 +174,12 @@ async def poll_guard(lag: Lag, timeout_s: float) -> None:
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
     _install_uvloop()
-    print(json.dumps(asyncio.run(Lag(spec).run())))
+    lag = Lag(spec)
+    print(json.dumps(asyncio.run(lag.run())))
+    if spec.get("series_file"):  # each write: seconds from the start, its lag in ms
+        Path(spec["series_file"]).write_text(
+            "\n".join(f"{a - lag.t0:.4f} {(b - a) * 1000:.2f}" for a, b in sorted(lag.series))
+        )
 
 
 if __name__ == "__main__":

@@ -419,7 +419,49 @@ def _section_lag(s: dict[str, Any]) -> list[str]:
         "early (the write path can't sustain that rate)."
     ]
     tail += [f"Not measured: {x}." for x in lag.get("skipped", [])]
-    return lines + _table(header, rows) + [*tail, ""]
+    return lines + _table(header, rows) + [*tail, ""] + _lag_cpu(lag)
+
+
+#: the process groups of the CPU table, in this order (the rest are summed as "other")
+CPU_GROUPS = (
+    "write-api",
+    "postgres",
+    "load generator",
+    "relay",
+    "projector",
+    "tansu",
+    "read-api",
+    "redis-server",
+)
+
+
+def _lag_cpu(lag: dict[str, Any]) -> list[str]:
+    runs = [r for r in lag["pipeline"] if r.get("cpu", {}).get("cores")]
+    if not runs:
+        return []
+    cpus = runs[0]["cpu"]["cpus"]
+    header = ["rate /s", "machine busy", *CPU_GROUPS, "other"]
+    rows = []
+    for r in runs:
+        cores = r["cpu"]["cores"]
+        other = sum(v for k, v in cores.items() if k not in CPU_GROUPS)
+        rows.append(
+            [
+                str(r["rate_target"]),
+                f"{r['cpu']['busy']:.0%}",
+                *(fmt(cores.get(g), 2) for g in CPU_GROUPS),
+                fmt(other, 2),
+            ]
+        )
+    return [
+        f"Where the {cpus} cores go while the pipeline's writes are sent (cores used by each "
+        "group of processes, from psutil, over the sending window less its first and last 2 s; "
+        "an API's workers and PostgreSQL's backends are summed; *other*: the processes the "
+        "bench does not name, such as the benchmark's own).",
+        "",
+        *_table(header, rows),
+        "",
+    ]
 
 
 READ_LABELS = {

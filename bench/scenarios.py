@@ -22,7 +22,7 @@ import httpx
 import psycopg
 import redis
 
-from bench import data
+from bench import cpu, data
 from bench.context import Context, redis_benchmark
 from bench.system import BenchError, count_events, run_child, store_size, wait_until
 
@@ -193,7 +193,15 @@ def _lag_run(ctx: Context, rate: int, table: str) -> dict[str, Any]:
         "connections": 64 if rate >= 200 else 16,
     }
     timeout = p.lag_duration_s + p.lag_drain_s + 120
-    return ctx.child_json("bench.lag", spec, timeout)
+    if ctx.memory is None:
+        return ctx.child_json("bench.lag", spec, timeout)
+    # where the cores go while the writes are sent (the window skips their first and last
+    # 2 s, or quarter in a short run)
+    edge = min(2.0, p.lag_duration_s / 4)
+    groups = cpu.process_groups(ctx.memory.procs, "bench.lag")
+    with cpu.cpu_window(groups, edge, p.lag_duration_s - 2 * edge) as used:
+        result = ctx.child_json("bench.lag", spec, timeout)
+    return result | {"cpu": used}
 
 
 @contextlib.contextmanager
