@@ -57,3 +57,12 @@ def test_instants_before_year_1000_keep_four_digit_years() -> None:
     wire = iso_ms(datetime(999, 6, 1, tzinfo=UTC))
     assert wire == "0999-06-01T00:00:00.000Z"
     assert parse_iso(wire) == datetime(999, 6, 1, tzinfo=UTC)
+
+
+def test_record_batches_are_checksummed_in_c() -> None:
+    """kafka-python falls back to a pure-Python CRC32C (about 800x slower) without the
+    `crc32c` package; relay and projector checksum every batch they send or fetch."""
+    from kafka.record import util
+
+    assert util.crc32c_c is not None
+    assert util.calc_crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
