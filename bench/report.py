@@ -54,7 +54,21 @@ def _command_version(args: list[str]) -> str:
 
 
 def _git() -> str:
-    commit = _command_version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    """The commit measured; run from a copy of the tree (not a checkout), `BENCH_CODE` names
+    the commit it was copied from."""
+    try:
+        found = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        found = None
+    if found is None or found.returncode != 0:
+        return os.environ.get("BENCH_CODE", "not a git checkout")
+    commit = found.stdout.strip()
     try:
         dirty = subprocess.run(
             ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
