@@ -13,12 +13,13 @@
 -- can't narrow, is read sequentially as before.
 --
 -- The bodies name the tables, not their OIDs: a replay that swaps in a rebuilt table is
--- searched by the same functions.
+-- searched by the same functions. Their search_path puts pg_temp last, so no temporary table
+-- of the caller's can stand in for a read model.
 
 CREATE FUNCTION customer_matches(patterns text[])
     RETURNS TABLE (id text, state text, created_at timestamptz, updated_at timestamptz)
     LANGUAGE plpgsql STABLE STRICT SECURITY DEFINER
-    SET search_path = pg_catalog, public
+    SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     IF cardinality(patterns) NOT BETWEEN 1 AND 4 THEN
@@ -37,7 +38,7 @@ CREATE FUNCTION service_matches(patterns text[])
         id text, state text, created_at timestamptz, updated_at timestamptz, sort_order integer
     )
     LANGUAGE plpgsql STABLE STRICT SECURITY DEFINER
-    SET search_path = pg_catalog, public
+    SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     IF cardinality(patterns) NOT BETWEEN 1 AND 4 THEN

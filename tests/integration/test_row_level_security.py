@@ -194,3 +194,20 @@ def test_only_the_reader_may_search(settings: Settings) -> None:
         conn.execute("SET ROLE beeoclock_auditor")
         with pytest.raises(errors.InsufficientPrivilege):
             conn.execute("SELECT * FROM customer_matches(ARRAY['%a%'])")
+
+
+def test_no_temporary_table_stands_in_for_the_read_model(
+    settings: Settings, searchable: tuple[str, str]
+) -> None:
+    """The functions run with their owner's rights: a caller's temporary `customers` must not
+    be what they read (their search_path puts pg_temp last)."""
+    a, _ = searchable
+    with reader(settings.database_url) as conn:
+        conn.execute("SELECT set_config('beeoclock.tenant_id', %s, false)", (a,))
+        conn.execute("CREATE TEMP TABLE customers (LIKE public.customers)")
+        conn.execute(
+            "INSERT INTO pg_temp.customers VALUES (%s, 'planted', 1, 'active', now(), now(), "
+            "'anna planted', '{}')",
+            (a,),
+        )
+        assert matches(conn, "%anna%") == [f"{a[:4]}0", f"{a[:4]}2"]
