@@ -50,11 +50,18 @@ def tenant(settings: Settings) -> str:
     return tenant
 
 
-def expected(phrase: str, states: tuple[str, ...], order_by: str, order_dir: str) -> list[str]:
+def expected(
+    phrase: str, states: tuple[str, ...], order_by: str, order_dir: str, since: datetime | None
+) -> list[str]:
     rows = []
     for i in range(45):
         state = "archived" if i % 7 == 0 else "active"
-        if phrase in f"{NAMES[i % 5]}\n{i}@example.com" and (not states or state in states):
+        recent = since is None or START + timedelta(minutes=i // 2) >= since
+        if (
+            phrase in f"{NAMES[i % 5]}\n{i}@example.com"
+            and (not states or state in states)
+            and recent
+        ):
             key = START + timedelta(minutes=i // 2) if order_by == "updatedAt" else -i
             rows.append((key, f"c{i:03d}"))
     rows.sort(reverse=order_dir == "desc")
@@ -95,15 +102,16 @@ WAYS = {
     "with LIKE alone": {"_TRIGRAM": paging.re.compile(r"(?!)")},
 }
 QUERIES = [
-    ("kowal", (), "updatedAt", "desc"),
-    ("kowal", ("active",), "updatedAt", "asc"),
-    ("anna", (), "createdAt", "desc"),
-    ("nobody", (), "updatedAt", "desc"),
+    ("kowal", (), "updatedAt", "desc", None),
+    ("kowal", ("active",), "updatedAt", "asc", None),
+    ("anna", (), "createdAt", "desc", None),
+    ("kowal", (), "updatedAt", "desc", START + timedelta(minutes=9)),
+    ("nobody", (), "updatedAt", "desc", None),
 ]
 
 
 @pytest.mark.parametrize("way", list(WAYS))
-@pytest.mark.parametrize(("phrase", "states", "order_by", "order_dir"), QUERIES)
+@pytest.mark.parametrize(("phrase", "states", "order_by", "order_dir", "since"), QUERIES)
 def test_each_way_pages_a_phrase_alike(
     settings: Settings,
     tenant: str,
@@ -113,13 +121,19 @@ def test_each_way_pages_a_phrase_alike(
     states: tuple[str, ...],
     order_by: str,
     order_dir: str,
+    since: datetime | None,
 ) -> None:
     for name, value in WAYS[way].items():
         monkeypatch.setattr(paging, name, value)
     query = PageQuery(
-        page_size=4, phrase=phrase, states=states, order_by=order_by, order_dir=order_dir
+        page_size=4,
+        phrase=phrase,
+        states=states,
+        order_by=order_by,
+        order_dir=order_dir,
+        updated_since=since,
     )
-    want = expected(phrase, states, order_by, order_dir)
+    want = expected(phrase, states, order_by, order_dir, since)
     for by_cursor in (False, True):
         pages = walk(settings, tenant, query, by_cursor)
         assert {total for total, _ in pages} == {len(want)}
