@@ -13,7 +13,7 @@ import orjson
 import psycopg
 import redis.asyncio as aredis
 from fastapi import APIRouter, FastAPI, Request
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import ConnectionPool
 from starlette.responses import Response
 
 from beeoclock import errors, kafka, migrations
@@ -24,7 +24,7 @@ from beeoclock.gate import RequestGate
 from beeoclock.ratelimit import RateLimiter
 from beeoclock.settings import Settings, SettingsError
 from projections.cache import ReadCache
-from projections.tenant_pool import TenantPool, as_reader
+from projections.tenant_pool import TenantPool, reader_pool
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +114,10 @@ async def _open(
         app.state.blob_store = PostgresBlobStore(blob_pool)
         closers.append(blob_pool.close)
     if read:
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        pool = reader_pool(
             settings.read_database_url or settings.database_url,
             min_size=2,
             max_size=settings.db_pool_size,
-            open=False,
-            kwargs={"autocommit": True},
-            configure=as_reader,
         )
         await pool.open()
         app.state.read_models = TenantPool(pool)

@@ -19,9 +19,21 @@ READER_ROLE = "beeoclock_reader"
 _SET_TENANT = "SELECT set_config('beeoclock.tenant_id', %s, false)"
 
 
-async def as_reader(conn: AsyncConnection[Any]) -> None:
+async def _as_reader(conn: AsyncConnection[Any]) -> None:
     """The pool's `configure`: every session of the pool acts as the reader role."""
     await conn.execute(f"SET ROLE {READER_ROLE}")
+
+
+def reader_pool(url: str, *, min_size: int = 1, max_size: int = 4) -> AsyncConnectionPool[Any]:
+    """The read API's pool, not yet open: autocommit sessions acting as the reader role."""
+    return AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        kwargs={"autocommit": True},
+        configure=_as_reader,
+    )
 
 
 class TenantPool:

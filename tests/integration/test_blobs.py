@@ -11,10 +11,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import ConnectionPool
 
 from beeoclock.blobs import Blob, BlobStore, PostgresBlobReader, PostgresBlobStore, content_address
 from beeoclock.settings import Settings
+from projections.tenant_pool import reader_pool
 
 
 @pytest.fixture(params=["pool", "conninfo"])
@@ -28,10 +29,7 @@ def store(request: pytest.FixtureRequest, settings: Settings) -> Iterator[BlobSt
 
 def read(settings: Settings, sha256: str) -> Blob | None:
     async def get() -> Blob | None:
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            settings.database_url, min_size=1, max_size=2, open=False, kwargs={"autocommit": True}
-        )
-        async with pool:
+        async with reader_pool(settings.database_url, max_size=2) as pool:
             return await PostgresBlobReader(pool).get(sha256)
 
     return asyncio.run(get())

@@ -8,11 +8,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from beeoclock import consistency
 from beeoclock.settings import Settings
-from projections.tenant_pool import TenantPool, as_reader
+from projections.tenant_pool import TenantPool, reader_pool
 
 
 def set_positions(settings: Settings, tenant: str, written: int, applied: int) -> None:
@@ -26,13 +25,7 @@ def set_positions(settings: Settings, tenant: str, written: int, applied: int) -
 
 
 async def _wait(settings: Settings, tenant: str, **kwargs: Any) -> tuple[int, int]:
-    async with AsyncConnectionPool(
-        settings.database_url,
-        min_size=1,
-        max_size=2,
-        kwargs={"autocommit": True},
-        configure=as_reader,
-    ) as pool:
+    async with reader_pool(settings.database_url, max_size=2) as pool:
         return await consistency.wait_until_applied(TenantPool(pool), tenant, "customer", **kwargs)
 
 

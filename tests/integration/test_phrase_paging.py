@@ -13,12 +13,11 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from beeoclock.settings import Settings
 from projections import customers, paging
 from projections.paging import PageQuery
-from projections.tenant_pool import TenantPool, as_reader
+from projections.tenant_pool import TenantPool, reader_pool
 
 NAMES = ("anna kowalska", "jan kowalski", "ewa nowak", "piotr kowal", "zofia mazur")
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -72,13 +71,7 @@ def walk(settings: Settings, tenant: str, query: PageQuery, by_cursor: bool) -> 
     """Every page of the query, by page number or by cursor: (total, ids) of each."""
 
     async def scenario() -> list[Any]:
-        async with AsyncConnectionPool(
-            settings.database_url,
-            min_size=1,
-            max_size=1,
-            kwargs={"autocommit": True},
-            configure=as_reader,
-        ) as pool:
+        async with reader_pool(settings.database_url, max_size=1) as pool:
             tenants, pages, q = TenantPool(pool), [], query
             while True:
                 async with tenants.connection(tenant) as conn:

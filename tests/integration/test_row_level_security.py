@@ -12,10 +12,9 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 from psycopg import errors
-from psycopg_pool import AsyncConnectionPool
 
 from beeoclock.settings import Settings
-from projections.tenant_pool import READER_ROLE, TenantPool, as_reader
+from projections.tenant_pool import READER_ROLE, TenantPool, reader_pool
 
 DOC = '{"_id": "x"}'
 
@@ -82,13 +81,8 @@ def test_the_read_api_pool_sets_the_tenant_on_every_checkout(
     settings: Settings, two_tenants: tuple[str, str]
 ) -> None:
     async def scenario() -> list[int]:
-        async with AsyncConnectionPool(
-            settings.database_url,
-            min_size=1,
-            max_size=1,  # one connection: the second tenant reuses the first one's session
-            kwargs={"autocommit": True},
-            configure=as_reader,
-        ) as pool:
+        # one connection: the second tenant reuses the first one's session
+        async with reader_pool(settings.database_url, max_size=1) as pool:
             tenants = TenantPool(pool)
             seen = []
             for tenant in (*two_tenants, "nobody"):
