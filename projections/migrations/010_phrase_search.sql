@@ -16,19 +16,28 @@
 -- searched by the same functions. Their search_path puts pg_temp last, so no temporary table
 -- of the caller's can stand in for a read model.
 
+-- `search LIKE p1 OR search LIKE p2 ...`, each pattern quoted as a literal
+CREATE FUNCTION phrase_condition(patterns text[]) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF cardinality(patterns) NOT BETWEEN 1 AND 4 THEN
+        RAISE EXCEPTION 'between 1 and 4 patterns, not %', cardinality(patterns);
+    END IF;
+    RETURN (SELECT string_agg(format('search LIKE %L', p), ' OR ') FROM unnest(patterns) p);
+END
+$$;
+
 CREATE FUNCTION customer_matches(patterns text[])
     RETURNS TABLE (id text, state text, created_at timestamptz, updated_at timestamptz)
     LANGUAGE plpgsql STABLE STRICT SECURITY DEFINER
     SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
-    IF cardinality(patterns) NOT BETWEEN 1 AND 4 THEN
-        RAISE EXCEPTION 'between 1 and 4 patterns, not %', cardinality(patterns);
-    END IF;
     RETURN QUERY EXECUTE
         'SELECT id, state, created_at, updated_at FROM customers WHERE tenant_id = $1 AND ('
-        || (SELECT string_agg(format('search LIKE %L', p), ' OR ') FROM unnest(patterns) p)
-        || ')'
+        || phrase_condition(patterns) || ')'
         USING current_setting('beeoclock.tenant_id', true);
 END
 $$;
@@ -41,17 +50,13 @@ CREATE FUNCTION service_matches(patterns text[])
     SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
-    IF cardinality(patterns) NOT BETWEEN 1 AND 4 THEN
-        RAISE EXCEPTION 'between 1 and 4 patterns, not %', cardinality(patterns);
-    END IF;
     RETURN QUERY EXECUTE
-        'SELECT id, state, created_at, updated_at, sort_order FROM services '
-        || 'WHERE tenant_id = $1 AND ('
-        || (SELECT string_agg(format('search LIKE %L', p), ' OR ') FROM unnest(patterns) p)
-        || ')'
+        'SELECT id, state, created_at, updated_at, sort_order FROM services WHERE tenant_id = $1 '
+        || 'AND (' || phrase_condition(patterns) || ')'
         USING current_setting('beeoclock.tenant_id', true);
 END
 $$;
 
-REVOKE ALL ON FUNCTION customer_matches(text[]), service_matches(text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION phrase_condition(text[]), customer_matches(text[]), service_matches(text[])
+    FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION customer_matches(text[]), service_matches(text[]) TO beeoclock_reader;
