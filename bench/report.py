@@ -53,32 +53,28 @@ def _command_version(args: list[str]) -> str:
     return text.splitlines()[0] if text else "not available"
 
 
-def _git() -> str:
-    """The commit measured; run from a copy of the tree (not a checkout), `BENCH_CODE` names
-    the commit it was copied from."""
+def _git_output(*args: str) -> str | None:
+    """What `git args` printed in the repository, or None when it failed."""
     try:
-        found = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), *args],
             capture_output=True,
             text=True,
             timeout=10,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
-        found = None
-    if found is None or found.returncode != 0:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _git() -> str:
+    """The commit measured; run from a copy of the tree (not a checkout), `BENCH_CODE` names
+    the commit it was copied from."""
+    commit = _git_output("rev-parse", "--short", "HEAD")
+    if commit is None:
         return os.environ.get("BENCH_CODE", "not a git checkout")
-    commit = found.stdout.strip()
-    try:
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        dirty = ""
+    dirty = _git_output("status", "--porcelain", "--untracked-files=no")
     return f"{commit} (with uncommitted changes)" if dirty else commit
 
 
