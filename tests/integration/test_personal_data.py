@@ -323,3 +323,30 @@ def test_a_new_customer_is_saved_without_reading_records_or_inserting_its_key_ap
     register(app, tenant, customer_id)
     monkeypatch.undo()
     assert _email_of(app, tenant, customer_id) == PERSONAL["email"]
+
+
+def test_a_large_batch_of_keys_is_fetched_by_index_probes(settings: Settings) -> None:
+    """A replay fetches the keys of 5,000 customers at once: each is one probe of the key
+    table's index, never a hash of the whole table (read from end to end per batch)."""
+    from events.pii import _GET_MANY
+
+    tenant = uuid.uuid4().hex
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute(
+            "INSERT INTO pii_keys (tenant_id, subject_id, wrapped) "
+            "SELECT %s, 's' || n, '\\x00'::bytea FROM generate_series(1, 30000) AS n",
+            (tenant,),
+        )
+        conn.execute("ANALYZE pii_keys")
+        subjects = [f"s{n}" for n in range(1, 30000, 6)]
+        plan = "\n".join(
+            line
+            for (line,) in conn.execute(
+                "EXPLAIN " + _GET_MANY, ([tenant] * len(subjects), subjects)
+            ).fetchall()
+        )
+        found = conn.execute(_GET_MANY, ([tenant] * len(subjects), subjects)).fetchall()
+        conn.execute("DELETE FROM pii_keys WHERE tenant_id = %s", (tenant,))
+    assert "Index Scan" in plan, plan
+    assert "Seq Scan" not in plan, plan
+    assert sorted(s for _, s, _ in found) == sorted(subjects)
