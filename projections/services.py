@@ -20,7 +20,14 @@ from events.base import PanelEvent
 from events.service import ServiceState, evolve
 from events.timefmt import parse_iso
 from projections.paging import Page, PageQuery, fetch_page
-from projections.versioned import Key, MissingEvents, columns, fold_batch, keys_param
+from projections.versioned import (
+    Key,
+    MissingEvents,
+    columns,
+    copy_rows,
+    fold_batch,
+    keys_param,
+)
 
 STREAM = "service"
 #: The sort key of a service without an `order`: after every order a client can give.
@@ -33,6 +40,14 @@ _LOAD = (
     "JOIN unnest(%b::text[], %b::text[]) AS k(tenant_id, id) USING (tenant_id, id) "
     "FOR UPDATE OF s"
 )
+#: a row's columns, in the order of `_row`, and their types (for COPY)
+COLUMNS = (
+    "tenant_id", "id", "version", "state", "created_at", "updated_at", "sort_order", "search",
+    "media", "doc",
+)  # fmt: skip
+TYPES = (
+    "text", "text", "int4", "text", "timestamptz", "timestamptz", "int4", "text", "jsonb", "text",
+)  # fmt: skip
 #: one statement for the whole batch (set-based, many times faster than a row at a time;
 #: the arrays go in binary, which spares the escaping of every document)
 _UPSERT = (
@@ -52,20 +67,30 @@ def project(
     events: Sequence[PanelEvent],
     missing: MissingEvents,
     table: str = TABLE,
+    *,
+    fresh: bool = False,
 ) -> set[tuple[str, str]]:
     """Apply a batch of service events inside the caller's transaction (to `table`, or a
     rebuild of it).
+
+    `fresh`: none of the batch's services has a row in `table` yet (a replay's bulk phase,
+    which reads each service's whole history at once): no row is read or locked, and the rows
+    are written with COPY.
 
     Returns the (tenant, id) of every service whose row changed."""
     name = sql.Identifier(table)
 
     def load(keys: list[Key]) -> Iterator[tuple[Key, ServiceState]]:
+        if fresh:
+            return
         rows = cur.execute(sql.SQL(_LOAD).format(table=name), keys_param(keys), prepare=True)
         for tenant_id, entity_id, doc, media in rows.fetchall():
             yield (tenant_id, entity_id), ServiceState.from_dto(tenant_id, orjson.loads(doc), media)
 
     changed = fold_batch(events, load, evolve, missing)
-    if changed:
+    if changed and fresh:
+        copy_rows(cur, table, COLUMNS, TYPES, map(_row, changed.values()))
+    elif changed:
         rows = [_row(state) for state in changed.values()]
         cur.execute(sql.SQL(_UPSERT).format(table=name), columns(rows))
     return set(changed)

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
+import psycopg
+from psycopg import sql
+
 from events.base import PanelEvent, split_stream_id
 
 
@@ -66,3 +69,21 @@ def keys_param(keys: list[Key]) -> tuple[list[str], list[str]]:
 def columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     """Rows as one array per column, for an `INSERT ... SELECT * FROM unnest(...)`."""
     return [list(column) for column in zip(*rows, strict=True)]
+
+
+def copy_rows(
+    cur: psycopg.Cursor[Any],
+    table: str,
+    names: Sequence[str],
+    types: Sequence[str],
+    rows: Iterable[tuple[Any, ...]],
+) -> None:
+    """New rows into `table` with COPY (binary): several times cheaper, for the server and for
+    Python, than an INSERT of the same rows; for rows known not to exist yet."""
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, names))
+    )
+    with cur.copy(statement) as copy:
+        copy.set_types(list(types))
+        for row in rows:
+            copy.write_row(row)

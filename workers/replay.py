@@ -1,16 +1,21 @@
 """`beeoclock replay`: rebuild a read model from the event store, while the APIs keep serving.
 
-1. The events of the projection (and tenant) are read from the event store in notification
-   order, their personal data opened, and applied with the projection's own code into a
-   staging table (`customers__rebuild`, or one per tenant). Each batch commits with the
-   run's position in `replay_runs`, so an interrupted replay resumes where it stopped.
-2. Caught up, the staging table gets the live table's indexes; then one short transaction
+1. Bulk: the events of the projection (and tenant) up to the store's last position are read
+   entity by entity, each entity's whole history at once, their personal data opened, folded
+   with the projection's own code from nothing, and the rows copied into a staging table
+   (`customers__rebuild`, or one per tenant): no row is read back, locked or upserted. A big
+   whole-table rebuild splits the entities into parts (by a hash of their id), one worker
+   process per core. Each batch commits with its part's last entity in `replay_runs`, so an
+   interrupted replay resumes where it stopped.
+2. The events written since are applied in notification order, version-gated as the
+   projector applies them; each batch commits with the run's position.
+3. Caught up, the staging table gets the live table's indexes; then one short transaction
    locks the live table against the projector's writes (reads go on), applies the last
    events, and swaps: the live table is replaced by the staging one (whole-table replay), or
    the tenant's rows are replaced by the rebuilt ones (`--tenant`). Readers see the old rows
    until the commit and the new ones after it; the projector, blocked for that moment, then
    goes on against the new table (its rows are version-gated, so nothing applies twice).
-3. Cached answers of what was rebuilt are dropped.
+4. Cached answers of what was rebuilt are dropped.
 
 `--check` rebuilds the same way into a staging table that is compared with the live one and
 dropped: rows missing, extra or different are reported (a live row behind the rebuild is
@@ -27,10 +32,11 @@ import os
 import queue
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import redis
@@ -49,6 +55,7 @@ from projections.versioned import MissingEvents
 from workers.progress import Progress
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BATCH = 5000
 #: a whole-table rebuild of at least this many events runs in worker processes, one per core
@@ -86,6 +93,16 @@ TARGETS = {
         "services", services.TABLE, services.STREAM, SERVICE_EVENTS, services.project
     ),
 }
+
+
+@dataclass(frozen=True)
+class Part:
+    """A part of a replay's bulk phase: the entities whose id hashes to k modulo n. Its row
+    in `replay_runs` (named `name`) records the last entity it wrote."""
+
+    name: str
+    k: int
+    n: int
 
 
 class ReplayError(Exception):
@@ -156,8 +173,6 @@ class Replay:
         #: events on; a number given is used whatever the size)
         self.workers = workers or min(os.cpu_count() or 1, MAX_WORKERS)
         self.workers_given = workers is not None
-        #: (k, n): this replay applies the entities with hash % n == k only (a worker's part)
-        self.part: tuple[int, int] | None = None
         # a check builds beside a rebuild, never in its place
         purpose = "check" if checking else "rebuild"
         suffix = hashlib.blake2b(tenant.encode(), digest_size=6).hexdigest() if tenant else ""
@@ -212,79 +227,131 @@ class Replay:
     def _build(
         self, conn: psycopg.Connection[Any], app: PanelApplication, *, fresh: bool
     ) -> Report:
+        """The staging table, filled up to a recent position: the bulk phase (see `_bulk`),
+        then, whole-table, the live table's indexes and statistics. A run found half done
+        (its staging table still there) goes on where it stopped, unless `fresh`."""
         report = Report(self.target.name, self.tenant)
+        until: int | None
         with conn.transaction():
-            position = None if fresh else self._resumable(conn)
-            if position is None:
+            found = None if fresh else self._resumable(conn)
+            if found is None:
                 self._drop_staging(conn)
                 self._create_staging(conn)
+                until = self._last_position(conn)
                 conn.execute(
-                    "INSERT INTO replay_runs (name, projection, tenant_id, staging, position) "
-                    "VALUES (%s, %s, %s, %s, 0) ON CONFLICT (name) DO UPDATE SET "
-                    "staging = EXCLUDED.staging, position = 0, started_at = now(), "
-                    "updated_at = now()",
-                    (self.run_name, self.target.name, self.tenant, self.staging),
+                    "INSERT INTO replay_runs (name, projection, tenant_id, staging, position, "
+                    "bulk_until) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE "
+                    "SET staging = EXCLUDED.staging, position = EXCLUDED.position, "
+                    "bulk_until = EXCLUDED.bulk_until, started_at = now(), updated_at = now()",
+                    (self.run_name, self.target.name, self.tenant, self.staging, until, until),
                 )
-                position = 0
-            report.resumed_from = position
-            total = self._remaining(conn, position)
-        progress = Progress(f"replay {self.run_name}", total) if self.show_progress else None
-        large = total >= PARALLEL_FROM or self.workers_given
-        if self.workers > 1 and not self.tenant and large:
-            self._build_in_parts(conn, report, position, progress)
-        else:
-            for last, events in self._read_ahead(app, position):
-                with conn.transaction():
-                    self._write(conn, app, report, last, events)
-                if progress:
-                    progress.advance(len(events))
-        if progress:
-            progress.finish()
+                parts = self._plan_parts(conn, until)
+            else:
+                position, until = found
+                report.resumed_from = position
+                parts = self._parts(conn) if until is not None else []
+                if until is not None and not parts:  # the phase had not begun
+                    parts = self._plan_parts(conn, until)
+        if until is not None:
+            self._bulk(conn, app, report, until, parts)
         if not self.tenant:
             with conn.transaction():
                 self._index_staging(conn)
             self._vacuum_staging(conn)
         return report
 
-    def _build_in_parts(
+    # -- the bulk phase ------------------------------------------------------------
+
+    def _plan_parts(self, conn: psycopg.Connection[Any], until: int) -> list[Part]:
+        """The parts of the bulk phase, recorded (`<run>#k/n`, each with the last entity it
+        wrote): one per core for a whole-table rebuild of PARALLEL_FROM events or more (or
+        as many as asked for), else one."""
+        parts = 1
+        if (
+            self.workers > 1
+            and not self.tenant
+            and (self.workers_given or self._count(conn, until=until) >= PARALLEL_FROM)
+        ):
+            parts = self.workers
+        planned = [Part(f"{self.run_name}#{k}/{parts}", k, parts) for k in range(parts)]
+        conn.execute("DELETE FROM replay_runs WHERE starts_with(name, %s)", (self.run_name + "#",))
+        conn.execute(
+            "INSERT INTO replay_runs (name, projection, tenant_id, staging) "
+            "SELECT unnest(%s::text[]), %s, %s, %s",
+            ([p.name for p in planned], self.target.name, self.tenant, self.staging),
+        )
+        return planned
+
+    def _parts(self, conn: psycopg.Connection[Any]) -> list[Part]:
+        """The recorded parts of a bulk phase under way."""
+        found = []
+        for (name,) in conn.execute(
+            "SELECT name FROM replay_runs WHERE starts_with(name, %s) ORDER BY name",
+            (self.run_name + "#",),
+        ).fetchall():
+            k, _, n = name.rpartition("#")[2].partition("/")
+            found.append(Part(name, int(k), int(n)))
+        return found
+
+    def _bulk(
         self,
         conn: psycopg.Connection[Any],
+        app: PanelApplication,
         report: Report,
-        position: int,
-        progress: Progress | None,
+        until: int,
+        parts: list[Part],
     ) -> None:
-        """The bulk of a whole-table rebuild in worker processes, one per core: each applies
-        the events of its share of the entities (by a hash of their id, so an entity's events
-        stay in order in one worker) to the same staging table, and records its own position
-        (`<run>#k/n`), so each resumes on its own. Afterwards the run's position is the least
-        of theirs: the events between it and a worker's own are applied again, as duplicates,
-        and skipped."""
-        parts = self.workers
-        names = [f"{self.run_name}#{k}/{parts}" for k in range(parts)]
+        """Every event up to `until` into the staging table, entity by entity: each part reads
+        its entities' whole histories in one ordered pass (an entity in a part of its own, by
+        a hash of its id), folds each from nothing and copies the rows in, no row read back,
+        locked or upserted. A batch commits with the last entity it wrote, so a part killed
+        midway resumes after it. Several parts run in worker processes, one per core."""
+        total = sum(
+            self._count(conn, until=until, part=p, after=self._after(conn, p)) for p in parts
+        )
+        conn.commit()
+        progress = Progress(f"replay {self.run_name}", total) if self.show_progress else None
+        if len(parts) == 1:
+            for count, rows in self._bulk_part(app, parts[0], until):
+                report.events += count
+                report.rows += rows
+                if progress:
+                    progress.advance(count)
+        else:
+            self._bulk_in_processes(report, until, parts, progress)
+        if progress:
+            progress.finish()
         with conn.transaction():
             conn.execute(
-                "INSERT INTO replay_runs (name, projection, tenant_id, staging, position) "
-                "SELECT unnest(%s::text[]), %s, NULL, %s, %s ON CONFLICT (name) DO NOTHING",
-                (names, self.target.name, self.staging, position),
+                "UPDATE replay_runs SET bulk_until = NULL, updated_at = now() WHERE name = %s",
+                (self.run_name,),
             )
+            conn.execute(
+                "DELETE FROM replay_runs WHERE starts_with(name, %s)", (self.run_name + "#",)
+            )
+
+    def _bulk_in_processes(
+        self, report: Report, until: int, parts: list[Part], progress: Progress | None
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         done: Any = context.Queue()
         workers = [
             context.Process(
-                target=_apply_part,
+                target=_bulk_worker,
                 args=(
                     self.settings.model_dump(),
                     self.target.name,
+                    self.tenant,
                     self.staging,
-                    name,
-                    k,
-                    parts,
+                    part,
+                    until,
                     self.batch,
                     done,
+                    os.getpid(),
                 ),
-                name=f"replay-part-{k}",
+                name=f"replay-part-{part.k}",
             )
-            for k, name in enumerate(names)
+            for part in parts
         ]
         for worker in workers:
             worker.start()
@@ -303,23 +370,82 @@ class Replay:
         if failed:
             msg = f"replay workers failed: {', '.join(failed)} (run it again to resume)"
             raise ReplayError(msg)
-        with conn.transaction():
-            conn.execute(
-                "UPDATE replay_runs SET position = (SELECT min(position) FROM replay_runs "
-                "WHERE name = ANY(%s)), updated_at = now() WHERE name = %s",
-                (names, self.run_name),
-            )
-            conn.execute("DELETE FROM replay_runs WHERE name = ANY(%s)", (names,))
 
-    def _resumable(self, conn: psycopg.Connection[Any]) -> int | None:
+    def _bulk_part(
+        self, app: PanelApplication, part: Part, until: int
+    ) -> Iterator[tuple[int, int]]:
+        """One part of the bulk phase; yields (events, rows) of each batch committed."""
+        with psycopg.connect(self.settings.database_url) as conn:
+            after = self._after(conn, part)
+            conn.commit()
+            batches = self._read_ahead(lambda: self._histories(app, until, part, after))
+            for last, events in batches:
+                with conn.transaction():
+                    with app.keys(), conn.cursor() as cur:
+                        changed = self.target.project(
+                            cur, events, self._missing(app), self.staging, fresh=True
+                        )
+                    conn.execute(
+                        "UPDATE replay_runs SET bulk_after = %s, updated_at = now() "
+                        "WHERE name = %s",
+                        (last, part.name),
+                    )
+                yield len(events), len(changed)
+
+    @staticmethod
+    def _after(conn: psycopg.Connection[Any], part: Part) -> str | None:
         row = conn.execute(
-            "SELECT position, to_regclass(staging) IS NOT NULL FROM replay_runs WHERE name = %s",
+            "SELECT bulk_after FROM replay_runs WHERE name = %s", (part.name,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def _histories(
+        self, app: PanelApplication, until: int, part: Part, after: str | None
+    ) -> Iterator[tuple[str, list[PanelEvent]]]:
+        """The events up to `until` of the part's entities after `after`, ordered by entity
+        and version, decoded and opened, in batches of about `batch` events that end where an
+        entity's history does: (the batch's last entity, its events)."""
+        where, params = self._filter(until=until, part=part, after=after)
+        query = sql.SQL(
+            "SELECT originator_id, originator_version, topic, state FROM panel_events "
+            "WHERE {} ORDER BY originator_id, originator_version"
+        ).format(where)
+        with psycopg.connect(self.settings.database_url) as conn, conn.transaction():
+            cur = conn.cursor(name="replay_histories")
+            cur.execute(query, params)
+            pending: list[Any] = []
+            while rows := cur.fetchmany(self.batch):
+                pending += rows
+                # the last entity's history may go on in the next rows: it waits for them
+                cut = len(pending)
+                while cut and pending[cut - 1][0] == pending[-1][0]:
+                    cut -= 1
+                if cut:
+                    yield pending[cut - 1][0], self._decode(app, pending[:cut])
+                    pending = pending[cut:]
+            if pending:
+                yield pending[-1][0], self._decode(app, pending)
+
+    # -- reading the store ---------------------------------------------------------
+
+    def _resumable(self, conn: psycopg.Connection[Any]) -> tuple[int, int | None] | None:
+        """(position, bulk_until) of this run when a half-done one left its staging table."""
+        row = conn.execute(
+            "SELECT position, bulk_until, to_regclass(staging) IS NOT NULL FROM replay_runs "
+            "WHERE name = %s",
             (self.run_name,),
         ).fetchone()
-        if row and row[1]:
+        if row and row[2]:
             log.info("resuming %s from position %s", self.run_name, row[0])
-            return int(row[0])
+            return int(row[0]), row[1]
         return None
+
+    @staticmethod
+    def _last_position(conn: psycopg.Connection[Any]) -> int:
+        """The store's last notification: every one before it is committed (the recorder
+        numbers events under a table lock, in commit order)."""
+        row = conn.execute("SELECT max(notification_id) FROM panel_events").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
 
     def _position(self, conn: psycopg.Connection[Any]) -> int:
         row = conn.execute(
@@ -327,95 +453,102 @@ class Replay:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def _filter(self, position: int) -> tuple[sql.Composable, list[Any]]:
-        where: sql.Composable = sql.SQL("notification_id > %s AND topic = ANY(%s)")
-        params: list[Any] = [position, self.target.topics]
+    def _filter(
+        self,
+        *,
+        since: int | None = None,
+        until: int | None = None,
+        part: Part | None = None,
+        after: str | None = None,
+    ) -> tuple[sql.Composable, list[Any]]:
+        """The events of this replay's projection (and tenant): after notification `since`,
+        up to `until`, of the entities of `part`, after entity `after`."""
+        where: list[sql.Composable] = [sql.SQL("topic = ANY(%s)")]
+        params: list[Any] = [self.target.topics]
+        if since is not None:
+            where.append(sql.SQL("notification_id > %s"))
+            params.append(since)
+        if until is not None:
+            where.append(sql.SQL("notification_id <= %s"))
+            params.append(until)
         if self.tenant:
-            where = sql.SQL("{} AND starts_with(originator_id, %s)").format(where)
+            where.append(sql.SQL("starts_with(originator_id, %s)"))
             params.append(f"{self.target.stream}:{self.tenant}:")
-        if self.part:
-            where = sql.SQL("{} AND (hashtext(originator_id) & 2147483647) %% %s = %s").format(
-                where
-            )
-            params += [self.part[1], self.part[0]]
-        return where, params
+        if part and part.n > 1:
+            where.append(sql.SQL("(hashtext(originator_id) & 2147483647) %% %s = %s"))
+            params += [part.n, part.k]
+        if after is not None:
+            where.append(sql.SQL("originator_id > %s"))
+            params.append(after)
+        return sql.SQL(" AND ").join(where), params
 
-    def _remaining(self, conn: psycopg.Connection[Any], position: int) -> int:
-        where, params = self._filter(position)
+    def _count(self, conn: psycopg.Connection[Any], **where: Any) -> int:
+        condition, params = self._filter(**where)
         row = conn.execute(
-            sql.SQL("SELECT count(*) FROM panel_events WHERE {}").format(where), params
+            sql.SQL("SELECT count(*) FROM panel_events WHERE {}").format(condition), params
         ).fetchone()
         return int(row[0]) if row else 0
+
+    def _decode(self, app: PanelApplication, rows: Sequence[Any]) -> list[PanelEvent]:
+        """Stored events (originator_id, originator_version, topic, state, ...) decoded, their
+        personal data opened (the batch's keys fetched at once)."""
+        personal = self.target.personal_topics
+        with app.keys():
+            assert app.vault is not None
+            app.vault.prefetch(app.subjects_of_ids(r[0] for r in rows if r[2] in personal))
+            events = [
+                app.mapper.to_domain_event(StoredEvent(r[0], r[1], r[2], bytes(r[3]))) for r in rows
+            ]
+        return [e for e in events if isinstance(e, PanelEvent)]
 
     def _read(
         self, conn: psycopg.Connection[Any], app: PanelApplication, position: int
     ) -> tuple[int, list[PanelEvent]]:
-        """The next batch after `position`, decoded and opened: (its last position, events)."""
-        where, params = self._filter(position)
+        """The next batch after `position` in notification order, decoded and opened:
+        (its last position, events)."""
+        where, params = self._filter(since=position)
         rows = conn.execute(
             sql.SQL(
-                "SELECT notification_id, originator_id, originator_version, topic, state "
+                "SELECT originator_id, originator_version, topic, state, notification_id "
                 "FROM panel_events WHERE {} ORDER BY notification_id LIMIT %s"
             ).format(where),
             [*params, self.batch],
         ).fetchall()
         if not rows:
             return position, []
-        personal = self.target.personal_topics
-        with app.keys():
-            assert app.vault is not None
-            app.vault.prefetch(app.subjects_of_ids(r[1] for r in rows if r[3] in personal))
-            events = [
-                app.mapper.to_domain_event(StoredEvent(r[1], r[2], r[3], bytes(r[4]))) for r in rows
-            ]
-        return int(rows[-1][0]), [e for e in events if isinstance(e, PanelEvent)]
-
-    def _write(
-        self,
-        conn: psycopg.Connection[Any],
-        app: PanelApplication,
-        report: Report,
-        last: int,
-        events: list[PanelEvent],
-    ) -> None:
-        """Apply a batch to the staging table and record the run's new position with it."""
-        with app.keys(), conn.cursor() as cur:
-            changed = self.target.project(cur, events, self._missing(app), self.staging)
-        conn.execute(
-            "UPDATE replay_runs SET position = %s, updated_at = now() WHERE name = %s",
-            (last, self.run_name),
-        )
-        report.events += len(events)
-        report.rows += len(changed)
+        return int(rows[-1][4]), self._decode(app, rows)
 
     def _apply_batch(
         self, conn: psycopg.Connection[Any], app: PanelApplication, report: Report
     ) -> int:
-        """Read and apply the next batch in the caller's transaction; returns its size."""
+        """Read and apply the next batch after the run's position, in the caller's
+        transaction, with the run's new position; returns its size."""
         last, events = self._read(conn, app, self._position(conn))
         if events:
-            self._write(conn, app, report, last, events)
+            with app.keys(), conn.cursor() as cur:
+                changed = self.target.project(cur, events, self._missing(app), self.staging)
+            conn.execute(
+                "UPDATE replay_runs SET position = %s, updated_at = now() WHERE name = %s",
+                (last, self.run_name),
+            )
+            report.events += len(events)
+            report.rows += len(changed)
         return len(events)
 
-    def _read_ahead(
-        self, app: PanelApplication, position: int
-    ) -> Iterator[tuple[int, list[PanelEvent]]]:
-        """The batches after `position`, read and decoded by a thread of their own one or two
-        batches ahead, so the store's reads and the staging writes overlap."""
-        ready: queue.Queue[tuple[int, list[PanelEvent]] | BaseException | None] = queue.Queue(2)
+    def _read_ahead(self, produce: Callable[[], Iterator[T]]) -> Iterator[T]:
+        """What `produce()` yields, made by a thread of its own one or two items ahead, so
+        the store's reads and decoding overlap the staging writes."""
+        ready: queue.Queue[tuple[T] | BaseException | None] = queue.Queue(2)
         stop = threading.Event()
 
         def reader() -> None:
             try:
-                with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
-                    last = position
-                    while not stop.is_set():
-                        last, events = self._read(conn, app, last)
-                        if not events:
-                            break
-                        ready.put((last, events))
+                for item in produce():
+                    if stop.is_set():
+                        break
+                    ready.put((item,))
                 ready.put(None)
-            except BaseException as exc:  # handed over to the writer, which raises it
+            except BaseException as exc:  # handed over to the consumer, which raises it
                 ready.put(exc)
 
         thread = threading.Thread(target=reader, name="replay-reader", daemon=True)
@@ -424,7 +557,7 @@ class Replay:
             while (item := ready.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                yield item[0]
         finally:
             stop.set()
             while thread.is_alive():  # let a reader blocked on a full queue finish
@@ -643,27 +776,32 @@ class Replay:
             log.warning("could not drop cached answers (they expire by TTL): %s", exc)
 
 
-def _apply_part(
+def _bulk_worker(
     settings: dict[str, Any],
     target: str,
+    tenant: str | None,
     staging: str,
-    run_name: str,
-    k: int,
-    parts: int,
+    part: Part,
+    until: int,
     batch: int,
     done: Any,
+    parent: int,
 ) -> None:
-    """A worker process of `Replay._build_in_parts`: apply its part of the events."""
-    replay = Replay(Settings(**settings), TARGETS[target], batch=batch, progress=False)
-    replay.staging, replay.run_name, replay.part = staging, run_name, (k, parts)
+    """A worker process of `Replay._bulk_in_processes`: one part of the bulk phase."""
+    threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
+    replay = Replay(Settings(**settings), TARGETS[target], tenant, batch=batch, progress=False)
+    replay.staging = staging
     app = panel_application(replay.settings, pool_size=2)
-    report = Report(target, None)
     try:
-        with psycopg.connect(replay.settings.database_url) as conn:
-            for last, events in replay._read_ahead(app, replay._position(conn)):
-                rows_before = report.rows
-                with conn.transaction():
-                    replay._write(conn, app, report, last, events)
-                done.put((len(events), report.rows - rows_before))
+        for counted in replay._bulk_part(app, part, until):
+            done.put(counted)
     finally:
         app.close()
+
+
+def _exit_with(parent: int) -> None:
+    """A worker ends as soon as its replay process is gone (killed): it would otherwise write
+    on beside the run that resumes the replay."""
+    while os.getppid() == parent:
+        time.sleep(0.1)
+    os._exit(1)

@@ -223,6 +223,10 @@ def test_a_tenant_replay_repairs_that_tenant_only(
 def test_a_replay_killed_midway_resumes_where_it_stopped(
     system: tuple[Settings, Stack, list[Tenant]],
 ) -> None:
+    """Killed in its bulk phase (two worker processes), a replay leaves the rows it wrote;
+    its workers end with it; run again, it goes on after the last entity each part wrote
+    (rows copied twice would break the staging table's primary key) and ends equal to the
+    live table."""
     settings, _, _ = system
     proc = subprocess.Popen(
         [
@@ -234,31 +238,42 @@ def test_a_replay_killed_midway_resumes_where_it_stopped(
             "customers",
             "--batch",
             "5",
+            "--workers",
+            "2",
         ],
         env=env_of(settings),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
 
-    def position() -> int:
+    def query(statement: str) -> int:
         with psycopg.connect(settings.database_url) as conn:
-            row = conn.execute(
-                "SELECT position FROM replay_runs WHERE name = 'rebuild:customers:*'"
-            ).fetchone()
-        return int(row[0]) if row else 0
+            row = conn.execute(statement).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def staged() -> int:
+        try:
+            return query("SELECT count(*) FROM customers__rebuild")
+        except psycopg.errors.UndefinedTable:
+            return 0
 
     try:
-        stopped_at = eventually(
-            lambda: position() > 40 and position(), timeout_s=60, interval_s=0.01
-        )
+        eventually(lambda: staged() > 40, timeout_s=60, interval_s=0.01)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert stopped_at > 0
+    time.sleep(0.5)  # the workers see their parent gone within 0.1 s
+    stopped_at = staged()
+    time.sleep(0.5)
+    assert staged() == stopped_at, "a worker wrote on after its replay was killed"
+    total = query("SELECT count(*) FROM panel_events WHERE starts_with(topic, 'events.customer:')")
+    assert 40 < stopped_at < query("SELECT count(*) FROM customers")
+
     resumed = cli(settings, "replay", "--projection", "customers", "--batch", "50", "--quiet")
     report = json.loads(resumed.stdout)
-    assert report["resumedFrom"] >= stopped_at
-    assert position() == 0  # the run is over
+    assert report["resumedFrom"] > 0
+    assert 0 < report["events"] < total  # the rows staged before the kill were not redone
+    assert query("SELECT count(*) FROM replay_runs") == 0  # the run and its parts are over
     assert checks(settings)[0] == 0
 
 

@@ -47,7 +47,7 @@ def history(app: PanelApplication, tenant: str, updates: int) -> tuple[str, list
 
 
 def project(
-    settings: Settings, app: PanelApplication, events: list[PanelEvent]
+    settings: Settings, app: PanelApplication, events: list[PanelEvent], *, fresh: bool = False
 ) -> tuple[set[tuple[str, str]], list[tuple[str, int, int]]]:
     """Apply events in one transaction; returns what changed and which gaps were fetched."""
     fetched: list[tuple[str, int, int]] = []
@@ -58,7 +58,7 @@ def project(
         return [e for e in found if isinstance(e, PanelEvent)]
 
     with psycopg.connect(settings.database_url) as conn, conn.cursor() as cur:
-        changed = customers.project(cur, events, missing)
+        changed = customers.project(cur, events, missing, fresh=fresh)
     return changed, fetched
 
 
@@ -132,6 +132,44 @@ def test_a_tombstone_wins_over_a_row_built_before_the_erasure(
         )
     changed, _ = project(settings, app, events[-1:])  # a redelivered event: a duplicate
     assert changed == {(tenant, "c1")}
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute("SELECT id FROM customers WHERE tenant_id = %s", (tenant,)).fetchall()
+    assert rows == []
+
+
+def test_a_fresh_batch_of_whole_histories_builds_the_same_rows_by_copy(
+    settings: Settings, app: PanelApplication
+) -> None:
+    """A replay's bulk phase hands over each customer's whole history at once, for rows that
+    don't exist yet: nothing is read, the row is copied in, and it is the one the events
+    build, as the version-gated path builds it."""
+    tenant, other = uuid.uuid4().hex, uuid.uuid4().hex
+    stream, events = history(app, tenant, updates=3)
+    assert project(settings, app, events, fresh=True) == ({(tenant, "c1")}, [])
+    assert row(settings, tenant) == app.repository.get(stream).state.to_dto()
+    _, incremental = history(app, other, updates=3)
+    project(settings, app, incremental)
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute(
+            "SELECT tenant_id, version, state, created_at, updated_at, search FROM customers "
+            "WHERE tenant_id = ANY(%s) ORDER BY tenant_id = %s",
+            ([tenant, other], other),
+        ).fetchall()
+    assert [r[1:3] + r[5:] for r in rows] == [(4, "active", "v3")] * 2
+
+
+def test_a_fresh_batch_leaves_a_tombstoned_customer_out(
+    settings: Settings, app: PanelApplication
+) -> None:
+    tenant = uuid.uuid4().hex
+    _, events = history(app, tenant, 1)
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute(
+            "INSERT INTO customer_tombstones (tenant_id, id, version, erased_at) "
+            "VALUES (%s, 'c1', 3, now())",
+            (tenant,),
+        )
+    assert project(settings, app, events, fresh=True) == (set(), [])
     with psycopg.connect(settings.database_url) as conn:
         rows = conn.execute("SELECT id FROM customers WHERE tenant_id = %s", (tenant,)).fetchall()
     assert rows == []

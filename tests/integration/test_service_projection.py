@@ -72,7 +72,7 @@ def history(app: PanelApplication, tenant: str, updates: int) -> tuple[str, list
 
 
 def project(
-    settings: Settings, app: PanelApplication, events: list[PanelEvent]
+    settings: Settings, app: PanelApplication, events: list[PanelEvent], *, fresh: bool = False
 ) -> tuple[set[tuple[str, str]], list[tuple[str, int, int]]]:
     fetched: list[tuple[str, int, int]] = []
 
@@ -82,7 +82,7 @@ def project(
         return [e for e in found if isinstance(e, PanelEvent)]
 
     with psycopg.connect(settings.database_url) as conn, conn.cursor() as cur:
-        changed = services.project(cur, events, missing)
+        changed = services.project(cur, events, missing, fresh=fresh)
     return changed, fetched
 
 
@@ -164,3 +164,18 @@ def test_a_service_without_an_order_sorts_after_every_order(
     assert stored["sort_order"] == services.NO_ORDER
     assert stored["dto"]["order"] is None
     assert stored["dto"]["state"] == "deleted"
+
+
+def test_a_fresh_batch_of_whole_histories_builds_the_same_row_by_copy(
+    settings: Settings, app: PanelApplication
+) -> None:
+    """A replay's bulk phase: each service's whole history at once, for rows that don't exist
+    yet, copied in (the media hashes as jsonb included)."""
+    tenant = uuid.uuid4().hex
+    stream, events = history(app, tenant, updates=3)
+    assert project(settings, app, events, fresh=True) == ({(tenant, "s1")}, [])
+    stored = row(settings, tenant)
+    assert stored["dto"] == app.repository.get(stream).state.to_dto()
+    assert stored["media"] == {"m1": IMAGE["sha256"]}
+    assert stored["sort_order"] == 3
+    assert stored["search"] == "v3\nkrótki opis\nhaircut\nshort"
