@@ -34,6 +34,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -150,6 +151,19 @@ def _ident(*parts: str) -> sql.Identifier:
     return sql.Identifier(*parts)
 
 
+_INDEX_DEFINITION = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON (?:ONLY )?\S+ (.*)$")
+
+
+def _index_shape(definition: str) -> tuple[bool, str]:
+    """(unique, `USING ...`) of an index, from `pg_get_indexdef`: what it is, not its name
+    or table."""
+    match = _INDEX_DEFINITION.match(definition)
+    if not match:
+        msg = f"unexpected index definition: {definition}"
+        raise ReplayError(msg)
+    return bool(match[1]), match[2]
+
+
 class Replay:
     def __init__(
         self,
@@ -255,8 +269,7 @@ class Replay:
         if until is not None:
             self._bulk(conn, app, report, until, parts)
         if not self.tenant:
-            with conn.transaction():
-                self._index_staging(conn)
+            self._index_staging(conn)
             self._vacuum_staging(conn)
         return report
 
@@ -411,6 +424,10 @@ class Replay:
             "WHERE {} ORDER BY originator_id, originator_version"
         ).format(where)
         with psycopg.connect(self.settings.database_url) as conn, conn.transaction():
+            # planned for reading it all (a cursor is planned for its first rows: the primary
+            # key's order, with the other projections' events read and dropped one by one)
+            conn.execute("SET LOCAL cursor_tuple_fraction = 1")
+            conn.execute("SET LOCAL work_mem = '64MB'")
             cur = conn.cursor(name="replay_histories")
             cur.execute(query, params)
             pending: list[Any] = []
@@ -605,6 +622,7 @@ class Replay:
                         _ident(part), staging, sql.SQL(bound)
                     )
                 )
+            return  # its primary key comes with the other indexes, once the rows are in
         conn.execute(
             sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY (tenant_id, id)").format(
                 staging, _ident(f"{self.staging}_pkey")
@@ -612,23 +630,130 @@ class Replay:
         )
 
     def _index_staging(self, conn: psycopg.Connection[Any]) -> None:
-        """The live table's secondary indexes, built once the rows are in (much faster)."""
-        for name, definition in conn.execute(
-            "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
-            "JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE i.indrelid = %s::regclass AND NOT i.indisprimary",
-            (self.target.table,),
-        ).fetchall():
-            match = re.match(r"^CREATE (UNIQUE )?INDEX \S+ ON (?:ONLY )?\S+ (.*)$", definition)
-            if not match:
-                msg = f"unexpected index definition: {definition}"
-                raise ReplayError(msg)
-            staged = f"{self.staging}{name.removeprefix(self.target.table)}"
-            conn.execute(
-                sql.SQL("CREATE {}INDEX IF NOT EXISTS {} ON {} {}").format(
-                    sql.SQL(match[1] or ""), _ident(staged), _ident(self.staging), sql.SQL(match[2])
+        """The live table's primary key and indexes on the (partitioned) staging table, built
+        once the rows are in, which is much faster than keeping them up row by row. Each
+        partition's indexes are built on their own, as many at once as there are workers
+        (largest partition and dearest index first: one tenant may hold most rows), then the
+        staging table's own, which adopt its partitions' instead of building anything. A
+        build stopped midway resumes: an index a partition already has is not built again."""
+        indexes = [
+            (name, primary, *_index_shape(definition))
+            for name, primary, definition in conn.execute(
+                "SELECT c.relname, i.indisprimary, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass "
+                "ORDER BY i.indisprimary DESC, c.relname",
+                (self.target.table,),
+            ).fetchall()
+        ]
+        partitions = [
+            name
+            for (name,) in conn.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = %s::regclass ORDER BY pg_relation_size(c.oid) DESC, 1",
+                (self.staging,),
+            ).fetchall()
+        ]
+        jobs: queue.SimpleQueue[sql.Composed] = queue.SimpleQueue()
+        for partition in partitions:
+            built = {shape for _, shape in self._partition_indexes(conn, partition)}
+            for _, _, unique, using in sorted(indexes, key=lambda i: " gin " not in i[3]):
+                if (unique, using) not in built:
+                    jobs.put(
+                        sql.SQL("CREATE {}INDEX ON {} {}").format(
+                            sql.SQL("UNIQUE " if unique else ""), _ident(partition), sql.SQL(using)
+                        )
+                    )
+        conn.commit()
+        self._run_in_parallel(jobs)
+        with conn.transaction():
+            for name, primary, unique, using in indexes:
+                staged = f"{self.staging}{name.removeprefix(self.target.table)}"
+                if primary:
+                    for partition in partitions:
+                        self._adopt_primary_key(conn, partition, (unique, using))
+                    if not self._has_primary_key(conn, self.staging):
+                        conn.execute(
+                            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                                _ident(self.staging),
+                                _ident(staged),
+                                sql.SQL(self._primary_key_definition(conn)),
+                            )
+                        )
+                    continue
+                conn.execute(
+                    sql.SQL("CREATE {}INDEX IF NOT EXISTS {} ON {} {}").format(
+                        sql.SQL("UNIQUE " if unique else ""),
+                        _ident(staged),
+                        _ident(self.staging),
+                        sql.SQL(using),
+                    )
                 )
+
+    @staticmethod
+    def _partition_indexes(
+        conn: psycopg.Connection[Any], table: str
+    ) -> list[tuple[str, tuple[bool, str]]]:
+        """(name, (unique, `USING ...`)) of each index of `table`."""
+        return [
+            (name, _index_shape(definition))
+            for name, definition in conn.execute(
+                "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass",
+                (table,),
+            ).fetchall()
+        ]
+
+    @staticmethod
+    def _has_primary_key(conn: psycopg.Connection[Any], table: str) -> bool:
+        row = conn.execute(
+            "SELECT EXISTS (SELECT FROM pg_index WHERE indrelid = %s::regclass AND indisprimary)",
+            (table,),
+        ).fetchone()
+        return bool(row and row[0])
+
+    def _primary_key_definition(self, conn: psycopg.Connection[Any]) -> str:
+        """`PRIMARY KEY (...)` as the live table has it."""
+        row = conn.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = %s::regclass AND contype = 'p'",
+            (self.target.table,),
+        ).fetchone()
+        if not row:
+            msg = f"{self.target.table} has no primary key"
+            raise ReplayError(msg)
+        return str(row[0])
+
+    def _adopt_primary_key(
+        self, conn: psycopg.Connection[Any], partition: str, shape: tuple[bool, str]
+    ) -> None:
+        """The partition's primary key, made of the unique index built for it."""
+        if self._has_primary_key(conn, partition):
+            return
+        index = next(
+            name for name, found in self._partition_indexes(conn, partition) if found == shape
+        )
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD PRIMARY KEY USING INDEX {}").format(
+                _ident(partition), _ident(index)
             )
+        )
+
+    def _run_in_parallel(self, statements: queue.SimpleQueue[sql.Composed]) -> None:
+        """Run the statements, in the order given, on as many connections as there are
+        workers."""
+
+        def run() -> None:
+            with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+                while True:
+                    try:
+                        statement = statements.get_nowait()
+                    except queue.Empty:
+                        return
+                    conn.execute(statement)
+
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="replay-index") as pool:
+            for done in [pool.submit(run) for _ in range(self.workers)]:
+                done.result()
 
     def _vacuum_staging(self, conn: psycopg.Connection[Any]) -> None:
         """Statistics and a visibility map for the new table before it goes live: without
