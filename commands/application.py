@@ -115,7 +115,17 @@ class OrjsonTranscoder(JSONTranscoder):
         if not typed:
             return value
         if type(value) is dict:
-            # the usual case, an event: its only custom values are top-level ones (timestamp)
+            stamp = value.get("timestamp")
+            if (
+                typed == 1
+                and type(stamp) is dict
+                and len(stamp) == 2
+                and "_type_" in stamp
+                and type(stamp.get("_data_")) is str
+            ):  # the usual case by far, an event: its one custom value is its timestamp
+                value["timestamp"] = self._decode_obj(stamp)
+                return value
+            # else an event whose only custom values are top-level ones
             simple = [
                 key
                 for key, item in value.items()
