@@ -7,7 +7,9 @@ import contextlib
 import json
 import os
 import platform
+import statistics
 import subprocess
+import time
 import traceback
 from collections.abc import Callable
 from importlib import metadata
@@ -109,7 +111,56 @@ def machine(ctx: Any) -> dict[str, Any]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
     info["packages"] = versions
+    info["speed"] = speed(ctx.system.database_url, ctx.system.redis_url)
     return info
+
+
+def speed(database_url: str, redis_url: str) -> dict[str, float]:
+    """How fast this machine is, in the units the system spends: a CPython loop (one core),
+    a PostgreSQL round trip and commit (its fsync), a Redis round trip. Measured at the start
+    of a run, with the system idle; runs on two machines compare through these. Medians."""
+
+    def loop() -> float:
+        started = time.perf_counter()
+        total = 0
+        for i in range(10_000_000):
+            total += i
+        return time.perf_counter() - started
+
+    def median_us(call: Any, times: int) -> float:
+        took = []
+        for _ in range(times):
+            started = time.perf_counter()
+            call()
+            took.append(time.perf_counter() - started)
+        return round(statistics.median(took) * 1e6, 1)
+
+    out = {"python_loop_s": round(min(loop() for _ in range(3)), 3)}
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        out["postgres_roundtrip_us"] = median_us(lambda: conn.execute("SELECT 1"), 500)
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_speed (n int)")
+        try:
+            insert = "INSERT INTO bench_speed VALUES (1)"
+            out["postgres_commit_us"] = median_us(lambda: conn.execute(insert), 300)
+        finally:
+            conn.execute("DROP TABLE bench_speed")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        out["redis_roundtrip_us"] = median_us(client.ping, 500)
+    finally:
+        client.close()
+    return out
+
+
+def _speed_text(found: dict[str, Any]) -> str:
+    if not found:
+        return "?"
+    return (
+        f"a CPython loop of 10M additions in {found['python_loop_s']:.2f} s; PostgreSQL round "
+        f"trip {found['postgres_roundtrip_us']:.0f} µs, one-row commit "
+        f"{found['postgres_commit_us']:.0f} µs; Redis round trip "
+        f"{found['redis_roundtrip_us']:.0f} µs (medians, at the start, system idle)"
+    )
 
 
 # --- targets ---------------------------------------------------------------------------------
@@ -667,6 +718,7 @@ def _header(results: dict[str, Any]) -> list[str]:
         ["duration", f"{results.get('seconds', 0) / 60:.1f} min"],
         ["code", str(m.get("git", ""))],
         ["CPU", f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores"],
+        ["speed", _speed_text(m.get("speed", {}))],
         ["RAM", f"{m.get('ram_gib', '?')} GiB"],
         ["kernel / OS", f"{m.get('kernel', '?')} / {m.get('os', '?')}"],
         ["Python", str(m.get("python", "?"))],
