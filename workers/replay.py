@@ -122,6 +122,8 @@ class Report:
     extra: list[tuple[str, str]] = field(default_factory=list)
     different: list[tuple[str, str]] = field(default_factory=list)
     behind: list[tuple[str, str]] = field(default_factory=list)
+    #: the position a resumed run had recorded (0: it started afresh); while the bulk phase
+    #: is under way, the position that phase reads up to
     resumed_from: int = 0
 
     @property
