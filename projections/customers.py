@@ -37,10 +37,11 @@ TABLE = "customers"
 #: shared by the live table and every rebuild of it: an erasure is never undone
 TOMBSTONES = "customer_tombstones"
 
+#: the batch's rows, locked, one index probe per key (see `keys_param`)
 _LOAD = (
-    "SELECT c.tenant_id, c.id, c.doc FROM {table} c "
-    "JOIN unnest(%b::text[], %b::text[]) AS k(tenant_id, id) USING (tenant_id, id) "
-    "FOR UPDATE OF c"
+    "SELECT k.tenant_id, k.id, c.doc FROM unnest(%b::text[], %b::text[]) AS k(tenant_id, id) "
+    "CROSS JOIN LATERAL (SELECT doc FROM {table} WHERE tenant_id = k.tenant_id AND id = k.id "
+    "LIMIT 1 FOR UPDATE) c"
 )
 _LOAD_TOMBSTONES = (
     "SELECT t.tenant_id, t.id, t.version FROM customer_tombstones t "

@@ -35,10 +35,12 @@ NO_ORDER = 2_147_483_647
 
 TABLE = "services"
 
+#: the batch's rows, locked, one index probe per key (see `keys_param`)
 _LOAD = (
-    "SELECT s.tenant_id, s.id, s.doc, s.media FROM {table} s "
-    "JOIN unnest(%b::text[], %b::text[]) AS k(tenant_id, id) USING (tenant_id, id) "
-    "FOR UPDATE OF s"
+    "SELECT k.tenant_id, k.id, s.doc, s.media "
+    "FROM unnest(%b::text[], %b::text[]) AS k(tenant_id, id) "
+    "CROSS JOIN LATERAL (SELECT doc, media FROM {table} WHERE tenant_id = k.tenant_id "
+    "AND id = k.id LIMIT 1 FOR UPDATE) s"
 )
 #: a row's columns, in the order of `_row`, and their types (for COPY)
 COLUMNS = (

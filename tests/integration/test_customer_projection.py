@@ -173,3 +173,32 @@ def test_a_fresh_batch_leaves_a_tombstoned_customer_out(
     with psycopg.connect(settings.database_url) as conn:
         rows = conn.execute("SELECT id FROM customers WHERE tenant_id = %s", (tenant,)).fetchall()
     assert rows == []
+
+
+def test_a_large_batch_reads_its_rows_by_index_probes(settings: Settings) -> None:
+    """A batch of 5,000 customers (a replay's catch-up, a projector far behind) locks and
+    reads its rows one index probe each, never by hashing the whole table."""
+    table = f"load_plan_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute(f"CREATE TABLE {table} (LIKE customers INCLUDING ALL)")
+        try:
+            conn.execute(
+                f"INSERT INTO {table} (tenant_id, id, version, state, created_at, updated_at, "
+                "search, doc) SELECT 't', 'c' || n, 1, 'active', now(), now(), '', '{}' "
+                "FROM generate_series(1, 30000) AS n"
+            )
+            conn.execute(f"ANALYZE {table}")
+            ids = [f"c{n}" for n in range(1, 30000, 6)]
+            statement = psycopg.sql.SQL(customers._LOAD).format(table=psycopg.sql.Identifier(table))
+            plan = "\n".join(
+                line
+                for (line,) in conn.execute(
+                    psycopg.sql.SQL("EXPLAIN {}").format(statement), (["t"] * len(ids), ids)
+                ).fetchall()
+            )
+            found = conn.execute(statement, (["t"] * len(ids), ids)).fetchall()
+        finally:
+            conn.rollback()
+    assert "Index Scan" in plan, plan
+    assert "Seq Scan" not in plan, plan
+    assert sorted(i for _, i, _ in found) == sorted(ids)
