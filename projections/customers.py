@@ -26,6 +26,7 @@ from projections.versioned import (
     copy_rows,
     fold_batch,
     keys_param,
+    upsert_statement,
 )
 
 __all__ = ["STREAM", "MissingEvents", "find_customer", "page_customers", "project"]
@@ -47,19 +48,10 @@ _LOAD_TOMBSTONES = (
     "SELECT t.tenant_id, t.id, t.version FROM customer_tombstones t "
     "JOIN unnest(%b::text[], %b::text[]) AS k(tenant_id, id) USING (tenant_id, id)"
 )
-#: a row's columns, in the order of `_row`, and their types (for COPY)
+#: a row's columns, in the order of `_row`, and their types (COPY, and the upsert's arrays)
 COLUMNS = ("tenant_id", "id", "version", "state", "created_at", "updated_at", "search", "doc")
 TYPES = ("text", "text", "int4", "text", "timestamptz", "timestamptz", "text", "text")
-#: one statement for the whole batch (set-based, many times faster than a row at a time;
-#: the arrays go in binary, which spares the escaping of every document)
-_UPSERT = (
-    "INSERT INTO {table} (tenant_id, id, version, state, created_at, updated_at, search, doc) "
-    "SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[], %b::timestamptz[], "
-    "%b::timestamptz[], %b::text[], %b::text[]) ON CONFLICT (tenant_id, id) DO UPDATE SET "
-    "version = EXCLUDED.version, state = EXCLUDED.state, created_at = EXCLUDED.created_at, "
-    "updated_at = EXCLUDED.updated_at, search = EXCLUDED.search, doc = EXCLUDED.doc "
-    "WHERE {table}.version < EXCLUDED.version"
-)
+_UPSERT = upsert_statement(COLUMNS, TYPES)
 _REMOVE = (
     "DELETE FROM {table} c USING unnest(%b::text[], %b::text[]) AS k(tenant_id, id) "
     "WHERE c.tenant_id = k.tenant_id AND c.id = k.id RETURNING c.tenant_id, c.id"

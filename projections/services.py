@@ -27,6 +27,7 @@ from projections.versioned import (
     copy_rows,
     fold_batch,
     keys_param,
+    upsert_statement,
 )
 
 STREAM = "service"
@@ -42,7 +43,7 @@ _LOAD = (
     "CROSS JOIN LATERAL (SELECT doc, media FROM {table} WHERE tenant_id = k.tenant_id "
     "AND id = k.id LIMIT 1 FOR UPDATE) s"
 )
-#: a row's columns, in the order of `_row`, and their types (for COPY)
+#: a row's columns, in the order of `_row`, and their types (COPY, and the upsert's arrays)
 COLUMNS = (
     "tenant_id", "id", "version", "state", "created_at", "updated_at", "sort_order", "search",
     "media", "doc",
@@ -50,18 +51,7 @@ COLUMNS = (
 TYPES = (
     "text", "text", "int4", "text", "timestamptz", "timestamptz", "int4", "text", "jsonb", "text",
 )  # fmt: skip
-#: one statement for the whole batch (set-based, many times faster than a row at a time;
-#: the arrays go in binary, which spares the escaping of every document)
-_UPSERT = (
-    "INSERT INTO {table} (tenant_id, id, version, state, created_at, updated_at, sort_order, "
-    "search, media, doc) SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[], "
-    "%b::timestamptz[], %b::timestamptz[], %b::int[], %b::text[], %b::jsonb[], %b::text[]) "
-    "ON CONFLICT (tenant_id, id) DO UPDATE SET version = EXCLUDED.version, "
-    "state = EXCLUDED.state, created_at = EXCLUDED.created_at, "
-    "updated_at = EXCLUDED.updated_at, sort_order = EXCLUDED.sort_order, "
-    "search = EXCLUDED.search, media = EXCLUDED.media, doc = EXCLUDED.doc "
-    "WHERE {table}.version < EXCLUDED.version"
-)
+_UPSERT = upsert_statement(COLUMNS, TYPES)
 
 
 def project(
