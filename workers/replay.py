@@ -321,19 +321,25 @@ class Replay:
         a hash of its id), folds each from nothing and copies the rows in, no row read back,
         locked or upserted. A batch commits with the last entity it wrote, so a part killed
         midway resumes after it. Several parts run in worker processes, one per core."""
-        total = sum(
-            self._count(conn, until=until, part=p, after=self._after(conn, p)) for p in parts
-        )
+        afters = [self._after(conn, p) for p in parts]
+        if len(parts) == 1:
+            batches = self._bulk_part(app, parts[0], until)
+        else:  # the workers start up (imports) while this process counts
+            batches = self._start_parts(until, parts)
+        if any(afters):
+            total = sum(
+                self._count(conn, until=until, part=p, after=a)
+                for p, a in zip(parts, afters, strict=True)
+            )
+        else:
+            total = self._count(conn, until=until)
         conn.commit()
         progress = Progress(f"replay {self.run_name}", total) if self.show_progress else None
-        if len(parts) == 1:
-            for count, rows in self._bulk_part(app, parts[0], until):
-                report.events += count
-                report.rows += rows
-                if progress:
-                    progress.advance(count)
-        else:
-            self._bulk_in_processes(report, until, parts, progress)
+        for count, rows in batches:
+            report.events += count
+            report.rows += rows
+            if progress:
+                progress.advance(count)
         if progress:
             progress.finish()
         with conn.transaction():
@@ -345,9 +351,8 @@ class Replay:
                 "DELETE FROM replay_runs WHERE starts_with(name, %s)", (self.run_name + "#",)
             )
 
-    def _bulk_in_processes(
-        self, report: Report, until: int, parts: list[Part], progress: Progress | None
-    ) -> None:
+    def _start_parts(self, until: int, parts: list[Part]) -> Iterator[tuple[int, int]]:
+        """A worker process per part, started; the (events, rows) of each batch they commit."""
         context = multiprocessing.get_context("spawn")
         done: Any = context.Queue()
         workers = [
@@ -370,14 +375,14 @@ class Replay:
         ]
         for worker in workers:
             worker.start()
+        return self._collect(workers, done)
+
+    @staticmethod
+    def _collect(workers: list[Any], done: Any) -> Iterator[tuple[int, int]]:
         try:
             while any(w.is_alive() for w in workers) or not done.empty():
                 with contextlib.suppress(queue.Empty):
-                    count, rows = done.get(timeout=0.2)
-                    report.events += count
-                    report.rows += rows
-                    if progress:
-                        progress.advance(count)
+                    yield done.get(timeout=0.2)
         finally:
             for worker in workers:
                 worker.join()
