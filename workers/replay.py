@@ -643,15 +643,7 @@ class Replay:
         (largest partition and dearest index first: one tenant may hold most rows), then the
         staging table's own, which adopt its partitions' instead of building anything. A
         build stopped midway resumes: an index a partition already has is not built again."""
-        indexes = [
-            (name, primary, *_index_shape(definition))
-            for name, primary, definition in conn.execute(
-                "SELECT c.relname, i.indisprimary, pg_get_indexdef(i.indexrelid) FROM pg_index i "
-                "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass "
-                "ORDER BY i.indisprimary DESC, c.relname",
-                (self.target.table,),
-            ).fetchall()
-        ]
+        indexes = self._indexes(conn, self.target.table)
         partitions = [
             name
             for (name,) in conn.execute(
@@ -662,7 +654,7 @@ class Replay:
         ]
         jobs: queue.SimpleQueue[sql.Composed] = queue.SimpleQueue()
         for partition in partitions:
-            built = {shape for _, shape in self._partition_indexes(conn, partition)}
+            built = {(unique, using) for _, _, unique, using in self._indexes(conn, partition)}
             for _, _, unique, using in sorted(indexes, key=lambda i: " gin " not in i[3]):
                 if (unique, using) not in built:
                     jobs.put(
@@ -697,26 +689,21 @@ class Replay:
                 )
 
     @staticmethod
-    def _partition_indexes(
-        conn: psycopg.Connection[Any], table: str
-    ) -> list[tuple[str, tuple[bool, str]]]:
-        """(name, (unique, `USING ...`)) of each index of `table`."""
+    def _indexes(conn: psycopg.Connection[Any], table: str) -> list[tuple[str, bool, bool, str]]:
+        """(name, primary, unique, `USING ...`) of each index of `table`, its primary key's
+        first."""
         return [
-            (name, _index_shape(definition))
-            for name, definition in conn.execute(
-                "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
-                "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass",
+            (name, primary, *_index_shape(definition))
+            for name, primary, definition in conn.execute(
+                "SELECT c.relname, i.indisprimary, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass "
+                "ORDER BY i.indisprimary DESC, c.relname",
                 (table,),
             ).fetchall()
         ]
 
-    @staticmethod
-    def _has_primary_key(conn: psycopg.Connection[Any], table: str) -> bool:
-        row = conn.execute(
-            "SELECT EXISTS (SELECT FROM pg_index WHERE indrelid = %s::regclass AND indisprimary)",
-            (table,),
-        ).fetchone()
-        return bool(row and row[0])
+    def _has_primary_key(self, conn: psycopg.Connection[Any], table: str) -> bool:
+        return any(primary for _, primary, _, _ in self._indexes(conn, table))
 
     def _primary_key_definition(self, conn: psycopg.Connection[Any]) -> str:
         """`PRIMARY KEY (...)` as the live table has it."""
@@ -734,11 +721,10 @@ class Replay:
         self, conn: psycopg.Connection[Any], partition: str, shape: tuple[bool, str]
     ) -> None:
         """The partition's primary key, made of the unique index built for it."""
-        if self._has_primary_key(conn, partition):
+        found = self._indexes(conn, partition)
+        if any(primary for _, primary, _, _ in found):
             return
-        index = next(
-            name for name, found in self._partition_indexes(conn, partition) if found == shape
-        )
+        index = next(name for name, _, *kind in found if tuple(kind) == shape)
         conn.execute(
             sql.SQL("ALTER TABLE {} ADD PRIMARY KEY USING INDEX {}").format(
                 _ident(partition), _ident(index)
