@@ -22,11 +22,9 @@ from projections.paging import Page, PageQuery, fetch_page
 from projections.versioned import (
     Key,
     MissingEvents,
-    columns,
-    copy_rows,
+    RowLayout,
     fold_batch,
     keys_param,
-    upsert_statement,
 )
 
 __all__ = ["STREAM", "MissingEvents", "find_customer", "page_customers", "project"]
@@ -48,10 +46,11 @@ _LOAD_TOMBSTONES = (
     "SELECT t.tenant_id, t.id, t.version FROM customer_tombstones t "
     "JOIN unnest(%b::text[], %b::text[]) AS k(tenant_id, id) USING (tenant_id, id)"
 )
-#: a row's columns, in the order of `_row`, and their types (COPY, and the upsert's arrays)
-COLUMNS = ("tenant_id", "id", "version", "state", "created_at", "updated_at", "search", "doc")
-TYPES = ("text", "text", "int4", "text", "timestamptz", "timestamptz", "text", "text")
-_UPSERT = upsert_statement(COLUMNS, TYPES)
+#: a row's columns, in the order of `_row`, and their types
+ROW = RowLayout(
+    ("tenant_id", "id", "version", "state", "created_at", "updated_at", "search", "doc"),
+    ("text", "text", "int4", "text", "timestamptz", "timestamptz", "text", "text"),
+)
 _REMOVE = (
     "DELETE FROM {table} c USING unnest(%b::text[], %b::text[]) AS k(tenant_id, id) "
     "WHERE c.tenant_id = k.tenant_id AND c.id = k.id RETURNING c.tenant_id, c.id"
@@ -105,10 +104,8 @@ def project(
     changed = fold_batch(events, load, evolve, missing)
     live = [state for state in changed.values() if not state.erased]
     erased = [state for key, state in changed.items() if state.erased and key not in buried]
-    if live and fresh:
-        copy_rows(cur, table, COLUMNS, TYPES, map(_row, live))
-    elif live:
-        cur.execute(sql.SQL(_UPSERT).format(table=name), columns([_row(s) for s in live]))
+    if live:
+        ROW.write(cur, table, [_row(s) for s in live], fresh=fresh)
     removed: set[Key] = set()
     gone = sorted(buried | {(s.tenant_id, s.id) for s in erased})
     if gone and not fresh:

@@ -23,11 +23,9 @@ from projections.paging import Page, PageQuery, fetch_page
 from projections.versioned import (
     Key,
     MissingEvents,
-    columns,
-    copy_rows,
+    RowLayout,
     fold_batch,
     keys_param,
-    upsert_statement,
 )
 
 STREAM = "service"
@@ -43,15 +41,17 @@ _LOAD = (
     "CROSS JOIN LATERAL (SELECT doc, media FROM {table} WHERE tenant_id = k.tenant_id "
     "AND id = k.id LIMIT 1 FOR UPDATE) s"
 )
-#: a row's columns, in the order of `_row`, and their types (COPY, and the upsert's arrays)
-COLUMNS = (
-    "tenant_id", "id", "version", "state", "created_at", "updated_at", "sort_order", "search",
-    "media", "doc",
+#: a row's columns, in the order of `_row`, and their types
+ROW = RowLayout(
+    (
+        "tenant_id", "id", "version", "state", "created_at", "updated_at", "sort_order",
+        "search", "media", "doc",
+    ),
+    (
+        "text", "text", "int4", "text", "timestamptz", "timestamptz", "int4", "text", "jsonb",
+        "text",
+    ),
 )  # fmt: skip
-TYPES = (
-    "text", "text", "int4", "text", "timestamptz", "timestamptz", "int4", "text", "jsonb", "text",
-)  # fmt: skip
-_UPSERT = upsert_statement(COLUMNS, TYPES)
 
 
 def project(
@@ -80,11 +80,8 @@ def project(
             yield (tenant_id, entity_id), ServiceState.from_dto(tenant_id, orjson.loads(doc), media)
 
     changed = fold_batch(events, load, evolve, missing)
-    if changed and fresh:
-        copy_rows(cur, table, COLUMNS, TYPES, map(_row, changed.values()))
-    elif changed:
-        rows = [_row(state) for state in changed.values()]
-        cur.execute(sql.SQL(_UPSERT).format(table=name), columns(rows))
+    if changed:
+        ROW.write(cur, table, [_row(state) for state in changed.values()], fresh=fresh)
     return set(changed)
 
 

@@ -7,6 +7,8 @@ the event store gives."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol, TypeVar
 
 import psycopg
@@ -74,38 +76,46 @@ def keys_param(keys: list[Key]) -> tuple[list[str], list[str]]:
     return [t for t, _ in keys], [i for _, i in keys]
 
 
-def columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
-    """Rows as one array per column, for an `INSERT ... SELECT * FROM unnest(...)`."""
-    return [list(column) for column in zip(*rows, strict=True)]
+@dataclass(frozen=True)
+class RowLayout:
+    """A read model's row: its columns, in the order its rows are built, and their types."""
 
+    names: tuple[str, ...]
+    types: tuple[str, ...]
 
-def upsert_statement(names: Sequence[str], types: Sequence[str]) -> str:
-    """One statement for a whole batch of rows (set-based, many times faster than a row at a
-    time), given one array per column (`columns`), in binary (which spares the escaping of
-    every document): a row replaces its entity's only if it is of a later version. `{table}`
-    is left to fill in; the key is (tenant_id, id)."""
-    arrays = ", ".join(f"%b::{kind}[]" for kind in types)
-    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in names if name not in KEY)
-    return (
-        f"INSERT INTO {{table}} ({', '.join(names)}) SELECT * FROM unnest({arrays}) "
-        f"ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET {updates} "
-        "WHERE {table}.version < EXCLUDED.version"
-    )
+    @cached_property
+    def _upsert(self) -> str:
+        """One statement for a whole batch (set-based, many times faster than a row at a
+        time), given one array per column in binary (which spares the escaping of every
+        document): a row replaces its entity's only if it is of a later version."""
+        arrays = ", ".join(f"%b::{kind}[]" for kind in self.types)
+        updates = ", ".join(f"{n} = EXCLUDED.{n}" for n in self.names if n not in KEY)
+        return (
+            f"INSERT INTO {{table}} ({', '.join(self.names)}) SELECT * FROM unnest({arrays}) "
+            f"ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET {updates} "
+            "WHERE {table}.version < EXCLUDED.version"
+        )
 
-
-def copy_rows(
-    cur: psycopg.Cursor[Any],
-    table: str,
-    names: Sequence[str],
-    types: Sequence[str],
-    rows: Iterable[tuple[Any, ...]],
-) -> None:
-    """New rows into `table` with COPY (binary): several times cheaper, for the server and for
-    Python, than an INSERT of the same rows; for rows known not to exist yet."""
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, names))
-    )
-    with cur.copy(statement) as copy:
-        copy.set_types(list(types))
-        for row in rows:
-            copy.write_row(row)
+    def write(
+        self,
+        cur: psycopg.Cursor[Any],
+        table: str,
+        rows: Sequence[tuple[Any, ...]],
+        *,
+        fresh: bool = False,
+    ) -> None:
+        """The batch's rows (one at least) into `table`, in the caller's transaction:
+        upserted, or, `fresh` (none of them exists yet), copied in with binary COPY, several
+        times cheaper for the server and for Python."""
+        if not fresh:
+            arrays = [list(column) for column in zip(*rows, strict=True)]
+            statement = sql.SQL(self._upsert).format(table=sql.Identifier(table))
+            cur.execute(statement, arrays)
+            return
+        copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, self.names))
+        )
+        with cur.copy(copy) as writer:
+            writer.set_types(list(self.types))
+            for row in rows:
+                writer.write_row(row)
