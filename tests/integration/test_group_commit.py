@@ -226,3 +226,74 @@ def _recorder_and_events(
         return StoredEvent(f"{stem}:{name}", 1, "tests:Nothing", b"{}")
 
     return recorder, event
+
+
+def test_a_full_group_looks_up_stored_events_and_keys_by_index_probes(
+    app: PanelApplication, settings: Settings
+) -> None:
+    """A full group (256 commands of 3 events and a key each) against a store of 30,000
+    events and keys: each of its events and keys is one probe of the table's index, never a
+    hash of the whole table, which the commit would read under the table lock."""
+    from commands.recorder import MAX_GROUP
+
+    recorder, event = _recorder_and_events(app)
+    tenant = uuid.uuid4().hex
+    stem = str(event("x").originator_id).rsplit(":", 1)[0]
+    commands = range(MAX_GROUP)
+    batch = [(n, f"{stem}:c{n}", v) for n in commands for v in (1, 2, 3)]
+    params = (
+        [n for n, _, _ in batch],
+        [o for _, o, _ in batch],
+        [v for _, _, v in batch],
+        ["tests:Nothing"] * len(batch),
+        [b"{}"] * len(batch),
+        list(commands),
+        [tenant] * MAX_GROUP,
+        [f"c{n}" for n in commands],
+        [b"k"] * MAX_GROUP,
+    )
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute(
+            "INSERT INTO panel_events (originator_id, originator_version, topic, state) "
+            "SELECT %s || ':old' || n, 1, 'tests:Nothing', '\\x00'::bytea "
+            "FROM generate_series(1, 30000) AS n",
+            (stem,),
+        )
+        conn.execute(
+            "INSERT INTO pii_keys (tenant_id, subject_id, wrapped) "
+            "SELECT %s, 'old' || n, '\\x00'::bytea FROM generate_series(1, 30000) AS n",
+            (tenant,),
+        )
+        conn.execute("ANALYZE panel_events")
+        conn.execute("ANALYZE pii_keys")
+        plan = "\n".join(
+            line
+            for (line,) in conn.execute(b"EXPLAIN " + recorder._group_insert.as_bytes(conn), params)
+        )
+        conn.rollback()
+    assert "Seq Scan on panel_events" not in plan, plan
+    assert "Seq Scan on pii_keys" not in plan, plan
+    assert (
+        "Index Only Scan using panel_events" in plan or "Index Scan using panel_events" in plan
+    ), plan
+
+
+def test_a_commit_is_planned_for_the_store_it_meets_not_the_one_it_first_met(
+    settings: Settings,
+) -> None:
+    """A plan cached while the store was small would be kept as it grows: the group insert
+    is planned at every commit (never prepared), however many commits a connection made."""
+    application = panel_application(settings, pool_size=1)
+    try:
+        tenant = uuid.uuid4().hex
+        outcomes = [register(application, tenant, f"p{n}@example.com") for n in range(8)]
+        with application.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+            prepared = [
+                row["statement"]
+                for row in conn.execute("SELECT statement FROM pg_prepared_statements")
+            ]
+    finally:
+        application.close()
+    assert outcomes == ["201"] * 8
+    assert any("LOCK TABLE" in s for s in prepared), prepared  # the same connection
+    assert not [s for s in prepared if "WITH batch" in s], prepared
