@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -77,6 +78,33 @@ def table(settings: Settings, name: str) -> dict[tuple[str, str], tuple[Any, ...
     with psycopg.connect(settings.database_url) as conn:
         rows = conn.execute(f"SELECT * FROM {name} ORDER BY tenant_id, id").fetchall()
     return {(r[0], r[1]): r for r in rows}
+
+
+def count(settings: Settings, statement: str, *params: str) -> int:
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute(statement, params).fetchone()
+    return int(row[0]) if row else 0
+
+
+def many_customers(settings: Settings, n: int) -> str:
+    """`n` customers of a new tenant, registered by the command handler itself (no HTTP, for
+    speed); the running relay and projector project them. Returns the tenant."""
+    from beeoclock.bootstrap import panel_application
+    from commands import handlers
+    from commands.context import Meta
+    from commands.customer import RegisterCustomer
+
+    tenant = f"many-{time.monotonic_ns()}"
+    app = panel_application(settings, pool_size=2)
+    try:
+        for i in range(n):
+            meta = Meta(tenant, "user-1", f"r{i}", datetime.now(UTC))
+            personal = {"firstName": f"M{i}", "email": f"m{i}@example.com"}
+            customer = RegisterCustomer(meta, f"m{i:05d}", personal, "regular", "active", [], None)
+            handlers.register_customer(app, customer)
+    finally:
+        app.close()
+    return tenant
 
 
 def damage(settings: Settings, tenant: str) -> None:
@@ -228,6 +256,13 @@ def test_a_replay_killed_midway_resumes_where_it_stopped(
     (rows copied twice would break the staging table's primary key) and ends equal to the
     live table."""
     settings, _, _ = system
+    more = many_customers(settings, 1500)  # so that the kill lands in the bulk phase
+    eventually(
+        lambda: (
+            count(settings, "SELECT count(*) FROM customers WHERE tenant_id = %s", more) == 1500
+        ),
+        timeout_s=120,
+    )
     proc = subprocess.Popen(
         [
             sys.executable,
