@@ -70,6 +70,13 @@ def settings_for(database_url: str, kafka: str, redis_url: str, **extra: Any) ->
     return Settings(**(values | extra))
 
 
+def offline_settings() -> Settings:
+    """Settings an app can be built from that point at no running server."""
+    return settings_for(
+        "postgresql://unused@127.0.0.1:1/unused", "127.0.0.1:1", "redis://127.0.0.1:1/0"
+    )
+
+
 def env_of(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BEEOCLOCK_")}
     for name, value in settings.model_dump().items():

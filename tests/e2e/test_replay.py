@@ -83,7 +83,7 @@ def table(settings: Settings, name: str) -> dict[tuple[str, str], tuple[Any, ...
 def count(settings: Settings, statement: str, *params: str) -> int:
     with psycopg.connect(settings.database_url) as conn:
         row = conn.execute(statement, params).fetchone()
-    return int(row[0]) if row else 0
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def many_customers(settings: Settings, n: int) -> str:
@@ -281,14 +281,9 @@ def test_a_replay_killed_midway_resumes_where_it_stopped(
         stderr=subprocess.DEVNULL,
     )
 
-    def query(statement: str) -> int:
-        with psycopg.connect(settings.database_url) as conn:
-            row = conn.execute(statement).fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
-
     def staged() -> int:
         try:
-            return query("SELECT count(*) FROM customers__rebuild")
+            return count(settings, "SELECT count(*) FROM customers__rebuild")
         except psycopg.errors.UndefinedTable:
             return 0
 
@@ -301,14 +296,18 @@ def test_a_replay_killed_midway_resumes_where_it_stopped(
     stopped_at = staged()
     time.sleep(0.5)
     assert staged() == stopped_at, "a worker wrote on after its replay was killed"
-    total = query("SELECT count(*) FROM panel_events WHERE starts_with(topic, 'events.customer:')")
-    assert 40 < stopped_at < query("SELECT count(*) FROM customers")
+    total = count(
+        settings, "SELECT count(*) FROM panel_events WHERE starts_with(topic, 'events.customer:')"
+    )
+    assert 40 < stopped_at < count(settings, "SELECT count(*) FROM customers")
 
     resumed = cli(settings, "replay", "--projection", "customers", "--batch", "50", "--quiet")
     report = json.loads(resumed.stdout)
     assert report["resumedFrom"] > 0
     assert 0 < report["events"] < total  # the rows staged before the kill were not redone
-    assert query("SELECT count(*) FROM replay_runs") == 0  # the run and its parts are over
+    assert (
+        count(settings, "SELECT count(*) FROM replay_runs") == 0
+    )  # the run and its parts are over
     assert checks(settings)[0] == 0
 
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 
 from beeoclock.app import create_app
 from beeoclock.settings import Settings
-from tests.support import Stack, token
+from tests.support import Stack, offline_settings, token
 
 pytestmark = pytest.mark.slow
 
@@ -21,14 +21,7 @@ TENANT = "schemathesis-tenant"
 def _document() -> dict[str, Any]:
     """The OpenAPI document the API serves at /openapi.json (made by the same code here; the
     tests send the requests to the running API)."""
-    offline = Settings(
-        database_url="postgresql://unused/unused",
-        kafka_bootstrap_servers="unused:9092",
-        redis_url="redis://unused",
-        jwt_secret="unused-" * 6,
-        master_key="kwUozBhF62bhj9vv8WAzL+h7uXUuJeYlRmnN49IaUSk=",
-    )
-    return create_app(offline).openapi()
+    return create_app(offline_settings()).openapi()
 
 
 schema = schemathesis.openapi.from_dict(_document())

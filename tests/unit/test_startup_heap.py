@@ -10,15 +10,7 @@ from typing import Any
 import pytest
 
 from beeoclock import app as app_module
-from beeoclock.settings import Settings
-
-OFFLINE = Settings(
-    database_url="postgresql://unused@127.0.0.1:1/unused",
-    kafka_bootstrap_servers="127.0.0.1:1",
-    redis_url="redis://127.0.0.1:1/0",
-    jwt_secret="unused-" * 6,
-    master_key="kwUozBhF62bhj9vv8WAzL+h7uXUuJeYlRmnN49IaUSk=",
-)
+from tests.support import offline_settings
 
 
 def test_objects_alive_once_the_api_is_up_are_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -28,7 +20,7 @@ def test_objects_alive_once_the_api_is_up_are_frozen(monkeypatch: pytest.MonkeyP
         opened.append(object())  # made during start-up: frozen with the rest
 
     monkeypatch.setattr(app_module, "_open", open_nothing)
-    api = app_module.create_app(OFFLINE)
+    api = app_module.create_app(offline_settings())
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
 
