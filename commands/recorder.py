@@ -7,7 +7,8 @@ write ceiling: about a thousand commands per second here, however many threads w
 Group commit: a command's events go into a queue; whoever finds no commit in progress
 becomes the leader and commits everything queued, up to MAX_GROUP commands, in ONE
 transaction (one lock, one insert statement, one NOTIFY, one fsync), while the next commands
-queue up behind it. Each command keeps its own outcome: under the table lock, a command any of
+queue up behind it; then it wakes its group's threads and hands the lead to the first command
+queued since. Each command keeps its own outcome: under the table lock, a command any of
 whose events collides with a stored one, or with an earlier command of the group that goes
 in, is left out and gets the `IntegrityError` it would have got committing after it; the
 others commit. A command
@@ -47,7 +48,10 @@ MAX_GROUP = 256
 
 
 class _Pending:
-    """One command's events, waiting for their group's commit."""
+    """One command's events, waiting for their group's commit. Its thread sleeps on its own
+    lock and is woken exactly once: when its group has been committed, or to lead the next."""
+
+    __slots__ = ("_wake", "done", "error", "events", "ids", "keys")
 
     def __init__(self, stored_events: Sequence[StoredEvent], keys: list[pii.NewKey]) -> None:
         self.events = stored_events
@@ -55,6 +59,8 @@ class _Pending:
         self.done = False
         self.ids: list[int] | None = None
         self.error: BaseException | None = None
+        self._wake = threading.Lock()
+        self._wake.acquire()
 
     def succeed(self, ids: list[int]) -> None:
         self.ids, self.done = ids, True
@@ -62,11 +68,17 @@ class _Pending:
     def fail(self, error: BaseException) -> None:
         self.error, self.done = error, True
 
+    def sleep(self) -> None:
+        self._wake.acquire()
+
+    def wake(self) -> None:
+        self._wake.release()
+
 
 class PanelRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
-        self._turn = threading.Condition()
+        self._turn = threading.Lock()  # guards the queue and who leads
         self._queue: list[_Pending] = []
         self._committing = False
         table = Identifier(self.datastore.schema, self.events_table_name)
@@ -149,24 +161,35 @@ class PanelRecorder(PostgresApplicationRecorder):
         pending = _Pending(stored_events, keys)
         with self._turn:
             self._queue.append(pending)
-        while True:
-            with self._turn:
-                while self._committing and not pending.done:
-                    self._turn.wait()
-                if pending.done:
-                    break
-                self._committing = True
-                group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
-            try:
-                self._commit(group)
-            finally:
-                with self._turn:
-                    self._committing = False
-                    self._turn.notify_all()
+            leads = not self._committing  # then the queue was empty: it heads the next group
+            self._committing = True
+        if not leads:
+            pending.sleep()  # until its group is committed, or it is to lead the next
+            leads = not pending.done
+        if leads:
+            self._lead(pending)
         if pending.error is not None:
             # each waiting thread raises its own exception (one object has one traceback)
             raise type(pending.error)(*pending.error.args) from pending.error
         return pending.ids
+
+    def _lead(self, leader: _Pending) -> None:
+        """Commit the group at the head of the queue (the leader's own command first), wake
+        its commands, and hand the lead to the first command queued since, if any. One wake
+        per command: no thread is woken only to find it must wait again."""
+        with self._turn:
+            group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+        try:
+            self._commit(group)
+        finally:
+            with self._turn:
+                successor = self._queue[0] if self._queue else None
+                self._committing = successor is not None
+            for member in group:
+                if member is not leader:
+                    member.wake()
+            if successor is not None:
+                successor.wake()
 
     def _commit(self, group: list[_Pending]) -> None:
         """Commit a group in one transaction; settle every command of it, whatever happens."""

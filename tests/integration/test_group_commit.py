@@ -60,7 +60,10 @@ def race_behind_a_lock(
     with psycopg.connect(settings.database_url) as blocker:
         blocker.execute("LOCK TABLE panel_events IN EXCLUSIVE MODE")
         threads = [
-            threading.Thread(target=lambda e=e: outcomes.append(register(app, tenant, e)))
+            # daemon: a thread never woken fails the test instead of hanging the run
+            threading.Thread(
+                target=lambda e=e: outcomes.append(register(app, tenant, e)), daemon=True
+            )
             for e in emails
         ]
         for thread in threads:
@@ -69,8 +72,9 @@ def race_behind_a_lock(
         while queued(app) < len(emails) - 1 and time.monotonic() < deadline:
             time.sleep(0.01)  # one leader waits on the lock, the others in the queue
         blocker.rollback()
+    deadline = time.monotonic() + 30
     for thread in threads:
-        thread.join(30)
+        thread.join(max(deadline - time.monotonic(), 0))
     return outcomes
 
 
@@ -89,6 +93,21 @@ def test_concurrent_commands_commit_together(app: PanelApplication, settings: Se
     outcomes = race_behind_a_lock(app, settings, emails, tenant)
     assert outcomes.count("201") == 24
     assert transactions_of(settings, tenant) <= 3  # the leader's group, then everyone else
+
+
+def test_a_queue_longer_than_a_group_is_committed_group_by_group(
+    app: PanelApplication, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader hands the lead to the first command left in the queue, and so on: every
+    command is committed and every thread woken, a group at a time."""
+    monkeypatch.setattr("commands.recorder.MAX_GROUP", 4)
+    tenant = uuid.uuid4().hex
+    emails = [f"{i}@{tenant}.example" for i in range(23)]
+    outcomes = race_behind_a_lock(app, settings, emails, tenant)
+    assert outcomes.count("201") == 23
+    # the leader alone (it took the group before the others queued), then 22 in fours
+    assert transactions_of(settings, tenant) == 1 + 6
+    assert queued(app) == 0
 
 
 def test_in_a_group_a_duplicate_loses_alone(app: PanelApplication, settings: Settings) -> None:
