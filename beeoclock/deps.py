@@ -24,12 +24,7 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-async def get_principal(
-    request: Request,
-    # declared for the OpenAPI document; the gate has checked both already
-    x_business_tenant_id: Annotated[str | None, Header(max_length=64)] = None,
-) -> Principal:
-    """The caller, authenticated and authorized by the request gate (beeoclock/gate.py)."""
+def _principal(request: Request) -> Principal:
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is None:
         msg = "missing bearer token"
@@ -37,15 +32,23 @@ async def get_principal(
     return principal
 
 
-async def get_request_id(request: Request) -> str:
-    request_id: str = request.state.request_id
-    return request_id
+async def get_principal(
+    request: Request,
+    # declared for the OpenAPI document; the gate has checked both already
+    x_business_tenant_id: Annotated[str | None, Header(max_length=64)] = None,
+) -> Principal:
+    """The caller, authenticated and authorized by the request gate (beeoclock/gate.py)."""
+    return _principal(request)
 
 
 async def get_meta(
-    principal: Annotated[Principal, Depends(get_principal)],
-    request_id: Annotated[str, Depends(get_request_id)],
+    request: Request,
+    x_business_tenant_id: Annotated[str | None, Header(max_length=64)] = None,
 ) -> Meta:
+    """Who asks, in which tenant, by which request, when: every command's metadata. One
+    dependency, not one per part: FastAPI's resolution of each costs every write."""
+    principal = _principal(request)
+    request_id: str = request.state.request_id
     return Meta(principal.tenant_id, principal.subject, request_id, datetime.now(UTC))
 
 

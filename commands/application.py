@@ -17,7 +17,7 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 import orjson
-from eventsourcing.application import Application
+from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.domain import BaseAggregate, CanSnapshotAggregate
 from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent, Transcoding
 from eventsourcing.postgres import PostgresApplicationRecorder
@@ -251,7 +251,19 @@ class PanelApplication(Application[str]):
         returns the position of the last one. The same transaction records it as the tenant's
         latest write (a trigger, see projections/migrations/002), which reads wait for
         (read-your-writes)."""
-        recordings = self.save(*aggregates, also=also)
+        # What `Application.save` does, less its two runtime-protocol checks per aggregate
+        # (is it an event? can it collect events?): on Python 3.11 each walks the protocol's
+        # attributes, about 15 µs per aggregate, 5% of a create's time in the write API.
+        # Everything committed here is an aggregate.
+        processing: ProcessingEvent[str] = ProcessingEvent()
+        for aggregate in aggregates:
+            processing.events.extend(aggregate.collect_events())
+            processing.aggregates[aggregate.id] = aggregate
+        processing.saved_kwargs["also"] = also
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        self.notify(processing.events)
         if not recordings:
             return None
         return max(r.notification.id for r in recordings)
