@@ -5,6 +5,10 @@ more and more small batches are stored. A real Kafka broker finds a fetch's offs
 its index; this shows whether the stand-in does.
 
     python -m bench.broker_probe [--rate 100] [--steps 3] [--step-batches 15000]
+                                 [--batch-records 2]
+
+`--batch-records` sets how many records each stored batch holds (the same records in fewer,
+larger batches: whether the broker's cost follows batches or records).
 
 Prints one line per step and, last, a JSON object. Starts its own broker on a free port and
 stops it (by pid) at the end."""
@@ -67,11 +71,14 @@ def flowing(
     return {"sent": sent, "consumed": got[0], "broker_cores": round(used / seconds, 3)}
 
 
-def fill(producer: KafkaProducer, batches: int) -> None:
-    """`batches` small batches (two records, one flush), as a relay at a low rate stores them."""
-    for i in range(batches):
-        producer.send(TOPIC, key=str((2 * i) % 97).encode(), value=VALUE)
-        producer.send(TOPIC, key=str((2 * i + 1) % 97).encode(), value=VALUE)
+def fill(producer: KafkaProducer, batches: int, records: int) -> None:
+    """`batches` batches of `records` records each (one flush per batch); two is what a relay
+    at a low rate stores."""
+    sent = 0
+    for _ in range(batches):
+        for _ in range(records):
+            producer.send(TOPIC, key=str(sent % 97).encode(), value=VALUE)
+            sent += 1
         producer.flush()
 
 
@@ -81,6 +88,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--step-batches", type=int, default=15_000)
+    parser.add_argument("--batch-records", type=int, default=2)
     args = parser.parse_args()
     port = free_port()
     proc = spawn_kafka_broker(port)
@@ -92,24 +100,31 @@ def main() -> None:
         admin.close()
         broker = psutil.Process(proc.pid)
         producer = KafkaProducer(
-            bootstrap_servers=servers, acks="all", enable_idempotence=True, linger_ms=0
+            bootstrap_servers=servers,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=0,
+            batch_size=max(16384, 2 * args.batch_records * len(VALUE)),
         )
         steps = []
         stored = 0
         for step in range(args.steps + 1):
             if step:
-                fill(producer, args.step_batches)
+                fill(producer, args.step_batches, args.batch_records)
                 stored += args.step_batches
             found = flowing(servers, broker, producer, args.rate, args.seconds)
             found["stored_batches"] = stored
+            found["stored_records"] = stored * args.batch_records
             steps.append(found)
             print(
-                f"{stored:>7,} small batches stored: {args.rate}/s flowing costs the broker "
+                f"{stored:>7,} batches of {args.batch_records} stored: {args.rate}/s flowing "
+                "costs the broker "
                 f"{found['broker_cores']:.2f} cores",
                 flush=True,
             )
         producer.close()
-        print(json.dumps({"rate": args.rate, "seconds": args.seconds, "steps": steps}))
+        summary = {"rate": args.rate, "seconds": args.seconds, "batch_records": args.batch_records}
+        print(json.dumps(summary | {"steps": steps}))
     finally:
         proc.kill()
         proc.wait(10)
