@@ -19,6 +19,8 @@ import argparse
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psutil
@@ -82,6 +84,24 @@ def fill(producer: KafkaProducer, batches: int, records: int) -> None:
         producer.flush()
 
 
+@contextmanager
+def own_broker(topics: list[str]) -> Iterator[tuple[str, psutil.Process]]:
+    """A tansu broker of its own on a free port with these topics (6 partitions each), stopped
+    (by pid) at the end: its bootstrap servers and its process."""
+    port = free_port()
+    proc = spawn_kafka_broker(port)
+    try:
+        wait_for_port(port)
+        servers = f"127.0.0.1:{port}"
+        admin = KafkaAdminClient(bootstrap_servers=servers)
+        admin.create_topics([NewTopic(topic, PARTITIONS, 1) for topic in topics])
+        admin.close()
+        yield servers, psutil.Process(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=int, default=100)
@@ -90,15 +110,7 @@ def main() -> None:
     parser.add_argument("--step-batches", type=int, default=15_000)
     parser.add_argument("--batch-records", type=int, default=2)
     args = parser.parse_args()
-    port = free_port()
-    proc = spawn_kafka_broker(port)
-    try:
-        wait_for_port(port)
-        servers = f"127.0.0.1:{port}"
-        admin = KafkaAdminClient(bootstrap_servers=servers)
-        admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])
-        admin.close()
-        broker = psutil.Process(proc.pid)
+    with own_broker([TOPIC]) as (servers, broker):
         producer = KafkaProducer(
             bootstrap_servers=servers,
             acks="all",
@@ -125,9 +137,6 @@ def main() -> None:
         producer.close()
         summary = {"rate": args.rate, "seconds": args.seconds, "batch_records": args.batch_records}
         print(json.dumps(summary | {"steps": steps}))
-    finally:
-        proc.kill()
-        proc.wait(10)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,10 @@ import argparse
 import time
 
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
 
 from beeoclock import kafka
-from beeoclock.embedded import free_port, spawn_kafka_broker, wait_for_port
 from beeoclock.settings import Settings
+from bench.broker_probe import own_broker
 
 ROUND = 500  # workers/relay.py BATCH
 VALUE = b"x" * 700
@@ -42,23 +41,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=100)
     args = parser.parse_args()
-    port = free_port()
-    proc = spawn_kafka_broker(port)
-    try:
-        wait_for_port(port)
-        servers = f"127.0.0.1:{port}"
-        admin = KafkaAdminClient(bootstrap_servers=servers)
-        admin.create_topics([NewTopic("relay", 6, 1), NewTopic("default", 6, 1)])
-        admin.close()
+    with own_broker(["relay", "default"]) as (servers, _):
         relay = kafka.producer(Settings(kafka_bootstrap_servers=servers))
-        print("relay producer:     ", measure(relay, "relay", args.rounds), flush=True)
+        print("relay producer:       ", measure(relay, "relay", args.rounds), flush=True)
         default = KafkaProducer(
             bootstrap_servers=servers, acks="all", enable_idempotence=True, linger_ms=0
         )
         print("16 KB default batches:", measure(default, "default", args.rounds), flush=True)
-    finally:
-        proc.kill()
-        proc.wait(10)
 
 
 if __name__ == "__main__":
