@@ -51,7 +51,7 @@ class _Pending:
     """One command's events, waiting for their group's commit. Its thread sleeps on its own
     lock and is woken exactly once: when its group has been committed, or to lead the next."""
 
-    __slots__ = ("_wake", "done", "error", "events", "ids", "keys")
+    __slots__ = ("_wake", "done", "error", "events", "ids", "keys", "leads")
 
     def __init__(self, stored_events: Sequence[StoredEvent], keys: list[pii.NewKey]) -> None:
         self.events = stored_events
@@ -59,6 +59,7 @@ class _Pending:
         self.done = False
         self.ids: list[int] | None = None
         self.error: BaseException | None = None
+        self.leads = False  # handed the lead (set under the recorder's lock)
         self._wake = threading.Lock()
         self._wake.acquire()
 
@@ -164,7 +165,11 @@ class PanelRecorder(PostgresApplicationRecorder):
             leads = not self._committing  # then the queue was empty: it heads the next group
             self._committing = True
         if not leads:
-            pending.sleep()  # until its group is committed, or it is to lead the next
+            try:
+                pending.sleep()  # until its group is committed, or it is to lead the next
+            except BaseException:  # a signal's exception in the main thread, say
+                self._abandon(pending)
+                raise
             leads = not pending.done
         if leads:
             self._lead(pending)
@@ -183,13 +188,31 @@ class PanelRecorder(PostgresApplicationRecorder):
             self._commit(group)
         finally:
             with self._turn:
-                successor = self._queue[0] if self._queue else None
-                self._committing = successor is not None
+                successor = self._hand_on()
             for member in group:
                 if member is not leader:
                     member.wake()
             if successor is not None:
                 successor.wake()
+
+    def _hand_on(self) -> _Pending | None:
+        """Under the lock: the command to lead next (the queue's first), or none."""
+        successor = self._queue[0] if self._queue else None
+        if successor is not None:
+            successor.leads = True
+        self._committing = successor is not None
+        return successor
+
+    def _abandon(self, pending: _Pending) -> None:
+        """Its thread leaves while it waits: a command still queued is taken out (it never
+        goes in), and a lead it was handed goes on to the next, so the queue never stalls. A
+        command already in a group being committed is settled by the group as usual."""
+        with self._turn:
+            if pending in self._queue:
+                self._queue.remove(pending)
+            successor = self._hand_on() if pending.leads else None
+        if successor is not None:
+            successor.wake()
 
     def _commit(self, group: list[_Pending]) -> None:
         """Commit a group in one transaction; settle every command of it, whatever happens."""

@@ -21,7 +21,7 @@ from commands.application import PanelApplication
 from commands.context import Meta
 from commands.customer import RegisterCustomer
 from commands.errors import Conflict
-from commands.recorder import PanelRecorder
+from commands.recorder import PanelRecorder, _Pending
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,11 @@ def queued(app: PanelApplication) -> int:
 
 
 def race_behind_a_lock(
-    app: PanelApplication, settings: Settings, emails: list[str], tenant: str
+    app: PanelApplication,
+    settings: Settings,
+    emails: list[str],
+    tenant: str,
+    attempt: Callable[[PanelApplication, str, str], str] = register,
 ) -> list[str]:
     """Hold the event table's lock while every command queues, then let them commit."""
     outcomes: list[str] = []
@@ -62,7 +66,7 @@ def race_behind_a_lock(
         threads = [
             # daemon: a thread never woken fails the test instead of hanging the run
             threading.Thread(
-                target=lambda e=e: outcomes.append(register(app, tenant, e)), daemon=True
+                target=lambda e=e: outcomes.append(attempt(app, tenant, e)), daemon=True
             )
             for e in emails
         ]
@@ -107,6 +111,40 @@ def test_a_queue_longer_than_a_group_is_committed_group_by_group(
     assert outcomes.count("201") == 23
     # the leader alone (it took the group before the others queued), then 22 in fours
     assert transactions_of(settings, tenant) == 1 + 6
+    assert queued(app) == 0
+
+
+class Interrupted(BaseException):
+    """What a signal's handler may raise in a thread that waits for its group."""
+
+
+def test_a_command_leaving_when_handed_the_lead_hands_it_on(
+    app: PanelApplication, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first command woken to lead leaves instead (an exception as it wakes): it is taken
+    out of the queue, never stored, and the lead goes to the next, so no command waits
+    forever."""
+    monkeypatch.setattr("commands.recorder.MAX_GROUP", 4)
+    sleep, left = _Pending.sleep, threading.Lock()
+
+    def sleep_then_leave_once(pending: _Pending) -> None:
+        sleep(pending)
+        if pending.leads and not pending.done and left.acquire(blocking=False):
+            raise Interrupted
+
+    monkeypatch.setattr(_Pending, "sleep", sleep_then_leave_once)
+
+    def attempt(app: PanelApplication, tenant: str, email: str) -> str:
+        try:
+            return register(app, tenant, email)
+        except Interrupted:
+            return "left"
+
+    tenant = uuid.uuid4().hex
+    emails = [f"{i}@{tenant}.example" for i in range(23)]
+    outcomes = race_behind_a_lock(app, settings, emails, tenant, attempt)
+    assert Counter(outcomes) == {"201": 22, "left": 1}
+    assert transactions_of(settings, tenant) == 1 + 6  # the leader alone, then 21 in fours
     assert queued(app) == 0
 
 
