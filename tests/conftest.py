@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import httpx
 import pytest
@@ -26,6 +28,17 @@ from tests.support import (
     settings_for,
     wait_until_projecting,
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (`timeout`, an editor's stop button) ends the run as Ctrl-C does: pytest then
+    tears the session's fixtures down, so the servers and processes they started stop too
+    (they run in sessions of their own and would not get the signal)."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 @pytest.fixture(scope="session")
