@@ -56,8 +56,9 @@ def producer(settings: Settings) -> KafkaProducer:
         linger_ms=0,
         # Room for a relay round's share of a partition (500 events of about 700 bytes over 6
         # partitions): catching up, the default 16 KB cut it into batches of ~20 records. Half
-        # as many batches, and catch-up 1.5x faster against tansu; the development broker's
-        # cost per fetch grows with the batches it holds (`python -m bench.broker_probe`).
+        # as many batches, and catch-up 1.5-1.9x faster against tansu (`python -m
+        # bench.relay_batches`); the development broker's cost per fetch grows with the
+        # batches it holds (`python -m bench.broker_probe`).
         batch_size=256 * 1024,
         delivery_timeout_ms=settings.relay_send_timeout_ms,
         request_timeout_ms=min(10000, settings.relay_send_timeout_ms),

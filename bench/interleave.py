@@ -5,7 +5,7 @@ Redis and a broker of its own), in alternating order (A B, then B A, ...); every
 new customers with wrk at `--clients` for `--windows` windows of `--seconds`.
 
     python -m bench.interleave TREE_A TREE_B [--rounds 2] [--clients 32] [--seconds 15]
-                                             [--windows 2] [--api-workers 1]
+                                             [--windows 2] [--api-workers 1] [--postgres URL]
 
 Prints one line per run and, last, a JSON object: per tree, every window's creates/s and
 p99, and their means. Each run's system is the tree's own code (its folder first on the
@@ -24,6 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.system import DEFAULT_POSTGRES
+
 MARK = "INTERLEAVE_JSON "
 
 # run inside a tree (`python -c`, the tree's folder first on the module path): only what
@@ -36,8 +38,7 @@ from bench.profiles import FULL
 from bench.scenarios import CUSTOMER_PATH
 
 workdir, clients = Path(sys.argv[1]), int(sys.argv[2])
-seconds, windows = float(sys.argv[3]), int(sys.argv[4])
-server = "postgresql://postgres@127.0.0.1:5432/postgres"
+seconds, windows, server = float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 with running_system(FULL, server, workdir, "wrk", "WARNING") as ctx:
     found = []
     for _ in range(windows):
@@ -53,7 +54,7 @@ def one_run(tree: Path, args: argparse.Namespace) -> list[dict[str, float]]:
     env = os.environ | {"PYTHONPATH": str(tree), "BENCH_API_WORKERS": str(args.api_workers)}
     with tempfile.TemporaryDirectory(prefix="beeoclock-interleave-") as workdir:
         command = [sys.executable, "-c", ONE_RUN, workdir, str(args.clients)]
-        command += [str(args.seconds), str(args.windows)]
+        command += [str(args.seconds), str(args.windows), args.postgres]
         done = subprocess.run(
             command,
             cwd=tree,
@@ -81,6 +82,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--windows", type=int, default=2)
     parser.add_argument("--api-workers", type=int, default=1)
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES),
+        help="PostgreSQL server URL, as for `python -m bench`",
+    )
     args = parser.parse_args()
     trees = [tree.resolve() for tree in args.trees]
     windows: dict[str, list[dict[str, float]]] = {str(tree): [] for tree in trees}

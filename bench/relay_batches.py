@@ -16,10 +16,8 @@ from kafka import KafkaProducer
 
 from beeoclock import kafka
 from beeoclock.settings import Settings
-from bench.broker_probe import own_broker
-
-ROUND = 500  # workers/relay.py BATCH
-VALUE = b"x" * 700
+from bench.broker_probe import VALUE, own_broker
+from workers.relay import BATCH as ROUND
 
 
 def measure(producer: KafkaProducer, topic: str, rounds: int) -> str:
