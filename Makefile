@@ -31,10 +31,11 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# The benchmark suite (bench/README.md). `make bench`: the full run, about 40 minutes, writes
+# The benchmark suite (bench/README.md). `make bench`: the full run, about 20 minutes, writes
 # bench/RESULTS.md, bench/results.json and bench/plots/ (installs wrk and redis-tools from
 # Debian's archive when missing and run as root). `make bench-smoke`: every scenario at a tiny
-# size into a temporary folder; fails when a scenario fails.
+# size into a temporary folder, and the bench's single-purpose tools at a tiny size; fails when
+# one fails.
 $(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[embedded,dev,bench]"
 	touch $@
@@ -45,6 +46,9 @@ bench: $(VENV)/.bench-installed
 
 bench-smoke: $(VENV)/.bench-installed
 	BENCH_COMMAND="make bench-smoke" $(BIN)/python -m bench --smoke
+	$(BIN)/python -m bench.replay_phases --customers 300 --runs 1
+	$(BIN)/python -m bench.relay_batches --rounds 2
+	$(BIN)/python -m bench.broker_probe --rate 50 --seconds 1 --steps 1 --step-batches 50
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
