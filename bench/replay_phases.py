@@ -3,13 +3,13 @@ database seeded straight into the event store.
 
     python -m bench.replay_phases [--customers 150000] [--runs 3] [--postgres URL]
 
-Seeds `--customers` customers (each with its two uniqueness records, so three store events;
-80% in one tenant, the rest over 1,000), then rebuilds the `customers` read model `--runs`
-times, as `beeoclock replay --projection customers` does (worker processes included), timing
-each phase: the bulk phase (read, decode and open, fold, copy in), the staging table's
-indexes, its VACUUM (ANALYZE), the swap (no Redis: dropping cached answers is skipped).
-Prints one JSON line per run, then the means. The database is dropped at the end. For an
-A/B, run it from two source trees, alternately.
+Seeds `--customers` customers (each with its two uniqueness records, so three store events),
+spread over tenants as the growth scenario spreads them (80% in one, the rest over 1,000),
+then rebuilds the `customers` read model `--runs` times, as `beeoclock replay --projection
+customers` does (worker processes included), timing each phase: the bulk phase (read, decode
+and open, fold, copy in), the staging table's indexes, its VACUUM (ANALYZE), the swap (no
+Redis: dropping cached answers is skipped). Prints one JSON line per run, then the means. The
+database is dropped at the end. For an A/B, run it from two source trees, alternately.
 """
 
 from __future__ import annotations
@@ -17,21 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from bench import data
-from bench.system import fresh_database, new_values
+from bench.profiles import FULL
+from bench.scenarios import growth_plan
+from bench.system import DEFAULT_POSTGRES, fresh_database, new_values
 
 PHASES = ("_bulk", "_index_staging", "_vacuum_staging", "_swap")
-
-
-def plan(customers: int) -> Iterator[tuple[str, int]]:
-    """(tenant, n) of each customer: four in five in one big tenant, the rest over 1,000."""
-    for n in range(customers):
-        yield (data.tenant_id("big", 0) if n % 5 else data.tenant_id("small", n % 1000)), n
 
 
 def timed_run(settings: Any) -> dict[str, float]:
@@ -69,7 +66,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=150_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES),
+        help="PostgreSQL server URL, as for `python -m bench`",
+    )
     args = parser.parse_args()
     # no Redis here: the replay's warning that it could not drop cached answers is expected
     logging.getLogger("workers.replay").setLevel(logging.ERROR)
@@ -83,7 +84,12 @@ def main() -> None:
         migrate(settings)
         app = data.application(settings, pool_size=2)
         try:
-            seeded = data.seed_customers(app, plan(args.customers), "phases", per_save=200)
+            # the growth scenario's tenants: a big one with its share, the rest round robin
+            smalls = [data.tenant_id("small", i) for i in range(FULL.growth_tenants)]
+            plan = growth_plan(
+                0, args.customers, data.tenant_id("big", 0), smalls, FULL.growth_big_share
+            )
+            seeded = data.seed_customers(app, plan, "phases", per_save=200)
         finally:
             app.close()
         print(f"seeded {seeded.customers:,} customers ({seeded.events:,} store events)", flush=True)

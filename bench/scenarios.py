@@ -533,7 +533,7 @@ def replay(ctx: Context, app: Any) -> dict[str, Any]:
 # --- 6. growth -------------------------------------------------------------------------------
 
 
-def _plan(
+def growth_plan(
     base: int, customers: int, big: str, smalls: list[str], share: float
 ) -> Iterator[tuple[str, int]]:
     """Customers for the big tenant (`share` of them, spread evenly) and, round robin, the
@@ -607,7 +607,7 @@ def growth_level(
     if missing_events > 0:
         customers = math.ceil(missing_events / 3)  # a customer + its email and phone records
         base = ctx.seq.take(customers)
-        plan = _plan(base, customers, big[0], [t for t, _ in smalls], p.growth_big_share)
+        plan = growth_plan(base, customers, big[0], [t for t, _ in smalls], p.growth_big_share)
         started = time.monotonic()
         seeded = data.seed_customers(app, plan, ctx.tag)
         out["seed"] = {
