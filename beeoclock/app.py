@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI, Request
 from psycopg_pool import ConnectionPool
 from starlette.responses import Response
 
-from beeoclock import errors, kafka, migrations
+from beeoclock import consistency, errors, kafka, migrations
 from beeoclock.blobs import PostgresBlobReader, PostgresBlobStore
 from beeoclock.bodylimit import BodySizeLimit
 from beeoclock.bootstrap import panel_application
@@ -133,8 +133,10 @@ async def _open(
         )
         await pool.open()
         app.state.read_models = TenantPool(pool)
+        app.state.positions = consistency.Positions(app.state.read_models)
         app.state.blob_reader = PostgresBlobReader(pool)
         closers.append(pool.close)
+        closers.append(app.state.positions.close)  # closed first: it reads from the pool
     client = aredis.Redis.from_url(
         settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
     )

@@ -9,6 +9,7 @@ Written and applied live in separate tables so a writer never waits on a project
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -21,10 +22,13 @@ _RECORD_APPLIED = (
     "ON CONFLICT (tenant_id, stream) DO UPDATE "
     "SET position = GREATEST(applied_positions.position, EXCLUDED.position)"
 )
+#: the positions of every (tenant, stream) asked for in one round; (0, 0) for a stream never
+#: written (it has no row)
 _READ_POSITIONS = (
-    "SELECT COALESCE((SELECT position FROM written_positions WHERE tenant_id = %(t)s "
-    "AND stream = %(s)s), 0), COALESCE((SELECT position FROM applied_positions "
-    "WHERE tenant_id = %(t)s AND stream = %(s)s), 0)"
+    "SELECT k.t, k.s, COALESCE(w.position, 0), COALESCE(a.position, 0) "
+    "FROM unnest(%s::text[], %s::text[]) AS k(t, s) "
+    "LEFT JOIN written_positions w ON w.tenant_id = k.t AND w.stream = k.s "
+    "LEFT JOIN applied_positions a ON a.tenant_id = k.t AND a.stream = k.s"
 )
 
 
@@ -38,16 +42,80 @@ class NotCaughtUp(Exception):
     """The projections did not reach the required position in time."""
 
 
-async def positions(pool: TenantPool, tenant_id: str, stream: str) -> tuple[int, int]:
-    async with pool.unscoped() as conn:
-        cur = await conn.execute(_READ_POSITIONS, {"t": tenant_id, "s": stream}, prepare=True)
-        row = await cur.fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
+Key = tuple[str, str]
+
+
+class Positions:
+    """The written and applied positions of (tenant, stream)s, read in rounds of one query.
+
+    A read asking while a round runs waits for the next round, which starts after it asked:
+    the written position it gets is never older than its own request, so read-your-writes
+    holds exactly as with a query of its own. The reads that ask during one round (of any
+    tenants) share the next round's one query: under load, a process makes one position
+    query per round instead of one per read, and checks out one connection for it."""
+
+    def __init__(self, pool: TenantPool) -> None:
+        self._pool = pool
+        #: asked since the running round started, each with the future its readers await
+        self._asked: dict[Key, asyncio.Future[tuple[int, int]]] = {}
+        self._rounds: asyncio.Task[None] | None = None
+
+    async def get(self, tenant_id: str, stream: str) -> tuple[int, int]:
+        """(written, applied), read after this call began."""
+        key = (tenant_id, stream)
+        answer = self._asked.get(key)
+        if answer is None:
+            answer = asyncio.get_running_loop().create_future()
+            self._asked[key] = answer
+            if self._rounds is None:
+                self._rounds = asyncio.create_task(self._run_rounds())
+        # shielded: a reader that goes away (a client disconnecting) must not cancel the
+        # answer the others of its round are waiting for
+        return await asyncio.shield(answer)
+
+    async def close(self) -> None:
+        """Stop the running round, if any; its readers get CancelledError."""
+        rounds = self._rounds
+        if rounds is not None:
+            rounds.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rounds
+
+    async def _run_rounds(self) -> None:
+        try:
+            while self._asked:
+                asked, self._asked = self._asked, {}
+                try:
+                    found = await self._read(list(asked))
+                except asyncio.CancelledError:
+                    for answer in asked.values():
+                        answer.cancel()
+                    raise
+                except Exception as exc:  # the readers of this round get the failure
+                    for answer in asked.values():
+                        if not answer.done():
+                            answer.set_exception(exc)
+                    continue
+                for key, answer in asked.items():
+                    if not answer.done():
+                        answer.set_result(found.get(key, (0, 0)))
+        finally:
+            self._rounds = None
+            for answer in self._asked.values():  # cancelled with readers still waiting
+                answer.cancel()
+            self._asked = {}
+
+    async def _read(self, keys: list[Key]) -> dict[Key, tuple[int, int]]:
+        tenants = [t for t, _ in keys]
+        streams = [s for _, s in keys]
+        async with self._pool.unscoped() as conn:
+            cur = await conn.execute(_READ_POSITIONS, (tenants, streams), prepare=True)
+            rows = await cur.fetchall()
+        return {(t, s): (int(written), int(applied)) for t, s, written, applied in rows}
 
 
 async def wait_until_applied(
-    pool: TenantPool,
+    positions: Positions,
     tenant_id: str,
     stream: str,
     min_position: int | None,
@@ -60,7 +128,7 @@ async def wait_until_applied(
     since positions past it belong to other tenants or streams. Writes made while the read
     waits don't move the target. Returns (target, applied); raises NotCaughtUp."""
     deadline = time.monotonic() + timeout_s
-    written, applied = await positions(pool, tenant_id, stream)
+    written, applied = await positions.get(tenant_id, stream)
     target = written if latest else 0
     if min_position is not None:
         target = max(target, min(min_position, written))
@@ -71,5 +139,5 @@ async def wait_until_applied(
             raise NotCaughtUp
         await asyncio.sleep(min(delay, remaining))  # the last look is at the deadline itself
         delay = min(delay * 1.5, 0.025)
-        _, applied = await positions(pool, tenant_id, stream)
+        _, applied = await positions.get(tenant_id, stream)
     return target, applied

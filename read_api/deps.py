@@ -91,12 +91,12 @@ class Reader:
         state = request.app.state
         pool: TenantPool = state.read_models
         settings: Settings = state.settings
-        gate = await self._gate(pool, settings, principal, x_consistency, x_min_position)
+        gate = await self._gate(state.positions, settings, principal, x_consistency, x_min_position)
         return Reading(principal, gate, pool, state.cache, settings)
 
     async def _gate(
         self,
-        pool: TenantPool,
+        positions: consistency.Positions,
         settings: Settings,
         principal: Principal,
         x_consistency: str | None,
@@ -114,7 +114,7 @@ class Reader:
         if eventual and min_position is None:
             return ReadGate(None, 0)
         target, applied = await consistency.wait_until_applied(
-            pool,
+            positions,
             principal.tenant_id,
             self.stream,
             min_position,

@@ -26,7 +26,8 @@ def set_positions(settings: Settings, tenant: str, written: int, applied: int) -
 
 async def _wait(settings: Settings, tenant: str, **kwargs: Any) -> tuple[int, int]:
     async with reader_pool(settings.database_url, max_size=2) as pool:
-        return await consistency.wait_until_applied(TenantPool(pool), tenant, "customer", **kwargs)
+        positions = consistency.Positions(TenantPool(pool))
+        return await consistency.wait_until_applied(positions, tenant, "customer", **kwargs)
 
 
 def test_writes_made_while_a_read_waits_do_not_move_its_target(settings: Settings) -> None:
@@ -63,3 +64,18 @@ def test_a_tenant_without_writes_never_waits(settings: Settings) -> None:
         0,
         0,
     )
+
+
+def test_one_round_reads_the_positions_of_every_tenant_asked(settings: Settings) -> None:
+    written, applied, never = uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex
+    set_positions(settings, written, written=9, applied=4)
+    set_positions(settings, applied, written=3, applied=3)
+
+    async def scenario() -> list[tuple[int, int]]:
+        async with reader_pool(settings.database_url, max_size=2) as pool:
+            positions = consistency.Positions(TenantPool(pool))
+            asked = [(written, "customer"), (applied, "customer"), (never, "customer")]
+            asked.append((written, "service"))  # the same tenant, another stream
+            return await asyncio.gather(*(positions.get(t, s) for t, s in asked))
+
+    assert asyncio.run(scenario()) == [(9, 4), (3, 3), (0, 0), (0, 0)]
