@@ -174,8 +174,16 @@ def growth(s: dict[str, Any], folder: Path, drawn: list[str]) -> None:
             f"{style}:",
             label=f"{name} small",
         )
+    with_lag = [(lv["events"]["all"], lv["lag"]) for lv in levels if lv.get("lag")]
+    if with_lag:
+        ax.plot(
+            [e for e, _ in with_lag],
+            [run["lag"]["p99_ms"] or 0 for _, run in with_lag],
+            "kD-",
+            label=f"write -> read lag ({with_lag[0][1]['rate_target']}/s)",
+        )
     ax.set_yscale("log")
-    ax.set_title("Read p99 ms (4 connections)")
+    ax.set_title("p99 ms: reads (4 connections), lag")
     ax = axes[1][0]
     raw = [lv["replay"]["raw_read"] for lv in levels]
     ax.plot(events, [r["raw_per_s"] or 0 for r in raw], "o-", label="raw read")

@@ -30,6 +30,8 @@ class Profile:
     growth_write_duration_s: float
     growth_read_connections: int
     growth_read_duration_s: float
+    growth_lag_rate: int
+    growth_lag_duration_s: float
     deep_rows: int
     raw_read_max_s: float
     rebuild_max_s: float
@@ -48,7 +50,9 @@ FULL = Profile(
     lag_rates=(100, 500, 1000),
     lag_duration_s=30.0,
     lag_drain_s=15.0,
-    read_connections=(4, 32),
+    # 16 between the 4 and 32: where the position checks of concurrent reads share
+    # their rounds while the closed loop's queueing stays short
+    read_connections=(4, 16, 32),
     read_duration_s=12.0,
     read_customers=10_000,
     redis_requests=200_000,
@@ -64,6 +68,8 @@ FULL = Profile(
     growth_write_duration_s=10.0,
     growth_read_connections=4,
     growth_read_duration_s=6.0,
+    growth_lag_rate=500,
+    growth_lag_duration_s=15.0,
     deep_rows=100_000,
     raw_read_max_s=120.0,
     rebuild_max_s=60.0,
@@ -92,6 +98,8 @@ SMOKE = Profile(
     growth_write_duration_s=1.0,
     growth_read_connections=4,
     growth_read_duration_s=0.7,
+    growth_lag_rate=50,
+    growth_lag_duration_s=1.5,
     deep_rows=300,
     raw_read_max_s=10.0,
     rebuild_max_s=10.0,
@@ -114,6 +122,7 @@ def with_overrides(
             read_duration_s=duration_s,
             growth_write_duration_s=duration_s,
             growth_read_duration_s=duration_s,
+            growth_lag_duration_s=duration_s,
         )
     if levels:
         profile = replace(profile, growth_levels=levels)

@@ -174,8 +174,11 @@ def writes(ctx: Context) -> dict[str, Any]:
 # --- 2. write -> read lag --------------------------------------------------------------------
 
 
-def _lag_run(ctx: Context, rate: int, table: str) -> dict[str, Any]:
+def _lag_run(
+    ctx: Context, rate: int, table: str, duration_s: float | None = None
+) -> dict[str, Any]:
     p = ctx.profile
+    duration_s = p.lag_duration_s if duration_s is None else duration_s
     tenant, token = ctx.tenant("lag")
     spec = {
         "host": "127.0.0.1",
@@ -183,23 +186,23 @@ def _lag_run(ctx: Context, rate: int, table: str) -> dict[str, Any]:
         "tenant": tenant,
         "token": token,
         "tag": ctx.tag,
-        "base": ctx.seq.take(int(rate * p.lag_duration_s) + 10),
+        "base": ctx.seq.take(int(rate * duration_s) + 10),
         "rate": rate,
-        "duration_s": p.lag_duration_s,
+        "duration_s": duration_s,
         "drain_s": p.lag_drain_s,
         "table": table,
         "database_url": ctx.system.database_url,
         "poll_ms": 2,
         "connections": 64 if rate >= 200 else 16,
     }
-    timeout = p.lag_duration_s + p.lag_drain_s + 120
+    timeout = duration_s + p.lag_drain_s + 120
     if ctx.memory is None:
         return ctx.child_json("bench.lag", spec, timeout)
     # where the cores go while the writes are sent (the window skips their first and last
     # 2 s, or quarter in a short run)
-    edge = min(2.0, p.lag_duration_s / 4)
+    edge = min(2.0, duration_s / 4)
     groups = cpu.process_groups(ctx.memory.procs, "bench.lag")
-    with cpu.cpu_window(groups, edge, p.lag_duration_s - 2 * edge) as used:
+    with cpu.cpu_window(groups, edge, duration_s - 2 * edge) as used:
         result = ctx.child_json("bench.lag", spec, timeout)
     return result | {"cpu": used}
 
@@ -653,6 +656,10 @@ def growth_level(
         req = ctx.customer_requests(tenants, clients, seconds, CUSTOMER_PATH)
         result = ctx.closed_loop(ctx.system.write_port, req, clients, seconds)
         out["writes"][label] = result | {"clients": clients}
+    ctx.check_system()
+    ctx.wait_applied()
+    # the lag scenario's middle rate at this size: what the store's size does to it
+    out["lag"] = _lag_run(ctx, p.growth_lag_rate, "customers", p.growth_lag_duration_s)
     ctx.check_system()
     ctx.wait_applied()
     out["replay"] = replay(ctx, app)
