@@ -50,9 +50,9 @@ FULL = Profile(
     lag_rates=(100, 500, 1000),
     lag_duration_s=30.0,
     lag_drain_s=15.0,
-    # 16 between the 4 and 32: where the position checks of concurrent reads share
-    # their rounds while the closed loop's queueing stays short
-    read_connections=(4, 16, 32),
+    # 8 and 16 between the 4 and 32: the throughput-latency curve, where concurrent
+    # reads share their position checks while the closed loop's queueing stays short
+    read_connections=(4, 8, 16, 32),
     read_duration_s=12.0,
     read_customers=10_000,
     redis_requests=200_000,
