@@ -47,6 +47,10 @@ class NotCaughtUp(Exception):
     """The projections did not reach the required position in time."""
 
 
+class PositionsUnavailable(Exception):
+    """The positions could not be read (too slow, or the process is shutting down)."""
+
+
 Key = tuple[str, str]
 
 
@@ -57,58 +61,83 @@ class Positions:
     the written position it gets is never older than its own request, so read-your-writes
     holds exactly as with a query of its own. The reads that ask during one round (of any
     tenants) share the next round's one query: under load, a process makes one position
-    query per round instead of one per read, and checks out one connection for it."""
+    query per round instead of one per read, and checks out one connection for it.
 
-    def __init__(self, pool: TenantPool) -> None:
+    A round that takes longer than `round_timeout_s` (a stalled database, an exhausted pool)
+    fails its readers with `PositionsUnavailable` (a 503) and the next round starts, so one
+    stuck query can't hold every read of the process."""
+
+    def __init__(self, pool: TenantPool, *, round_timeout_s: float = 5.0) -> None:
         self._pool = pool
+        self._round_timeout_s = round_timeout_s
         #: asked since the running round started, each with the future its readers await
         self._asked: dict[Key, asyncio.Future[tuple[int, int]]] = {}
         self._rounds: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def get(self, tenant_id: str, stream: str) -> tuple[int, int]:
         """(written, applied), read after this call began."""
+        if self._closed:
+            raise PositionsUnavailable("the read API is shutting down")
         key = (tenant_id, stream)
         answer = self._asked.get(key)
         if answer is None:
             answer = asyncio.get_running_loop().create_future()
             self._asked[key] = answer
-            if self._rounds is None:
+            if self._rounds is None or self._rounds.done():
                 self._rounds = asyncio.create_task(self._run_rounds())
         # shielded: a reader that goes away (a client disconnecting) must not cancel the
         # answer the others of its round are waiting for
         return await asyncio.shield(answer)
 
     async def close(self) -> None:
-        """Stop the running round, if any; its readers get CancelledError."""
+        """Stop the rounds; every reader still waiting, and every later one, gets
+        PositionsUnavailable."""
+        self._closed = True
         rounds = self._rounds
         if rounds is not None:
             rounds.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await rounds
+        # a round task cancelled before it began never ran its own clean-up
+        self._fail(self._asked)
+        self._asked = {}
+
+    @staticmethod
+    def _fail(asked: dict[Key, asyncio.Future[tuple[int, int]]]) -> None:
+        for answer in asked.values():
+            if not answer.done():
+                answer.set_exception(PositionsUnavailable("the read API is shutting down"))
 
     async def _run_rounds(self) -> None:
+        asked: dict[Key, asyncio.Future[tuple[int, int]]] = {}
         try:
             while self._asked:
                 asked, self._asked = self._asked, {}
                 try:
-                    found = await self._read(list(asked))
-                except asyncio.CancelledError:
-                    for answer in asked.values():
-                        answer.cancel()
-                    raise
+                    async with asyncio.timeout(self._round_timeout_s):
+                        found = await self._read(list(asked))
+                except TimeoutError:
+                    failure: Exception = PositionsUnavailable(
+                        f"the read-your-writes positions took over {self._round_timeout_s} s"
+                    )
                 except Exception as exc:  # the readers of this round get the failure
-                    for answer in asked.values():
+                    failure = exc
+                else:
+                    for key, answer in asked.items():
                         if not answer.done():
-                            answer.set_exception(exc)
+                            answer.set_result(found.get(key, (0, 0)))
                     continue
-                for key, answer in asked.items():
+                for answer in asked.values():
                     if not answer.done():
-                        answer.set_result(found.get(key, (0, 0)))
+                        answer.set_exception(failure)
         finally:
-            self._rounds = None
-            for answer in self._asked.values():  # cancelled with readers still waiting
-                answer.cancel()
+            # cancelled (closing) or interrupted: nobody is left waiting for an answer
+            self._fail(asked)
+            self._fail(self._asked)
             self._asked = {}
+            if self._rounds is asyncio.current_task():
+                self._rounds = None
 
     async def _read(self, keys: list[Key]) -> dict[Key, tuple[int, int]]:
         # a round of one (most rounds under light load) takes the scalar query: PostgreSQL

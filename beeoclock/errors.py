@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from beeoclock.auth import Forbidden, Unauthenticated
-from beeoclock.consistency import NotCaughtUp
+from beeoclock.consistency import NotCaughtUp, PositionsUnavailable
 from commands.errors import (
     Conflict,
     DomainError,
@@ -48,6 +48,7 @@ _STATUS: dict[type[Exception], int] = {
     UnsupportedMedia: 415,
     RuleViolation: 422,
     NotCaughtUp: 503,
+    PositionsUnavailable: 503,
     Overloaded: 503,
     # A store that is briefly unreachable: the client may retry; nothing was half-done.
     es_persistence.OperationalError: 503,

@@ -18,8 +18,8 @@ Key = tuple[str, str]
 class Scripted(consistency.Positions):
     """Each round waits until the test releases it, then answers `written` as it is then."""
 
-    def __init__(self) -> None:
-        super().__init__(pool=None)  # type: ignore[arg-type]
+    def __init__(self, round_timeout_s: float = 5.0) -> None:
+        super().__init__(pool=None, round_timeout_s=round_timeout_s)  # type: ignore[arg-type]
         self.rounds: list[list[Key]] = []
         self.written: dict[Key, int] = {}
         self.release: asyncio.Queue[Exception | None] = asyncio.Queue()
@@ -120,13 +120,47 @@ def test_a_reader_going_away_does_not_cancel_its_round() -> None:
     run(scenario())
 
 
-def test_closing_cancels_the_waiting_readers() -> None:
+def test_closing_fails_the_waiting_readers_and_every_later_one() -> None:
+    async def scenario() -> None:
+        positions = Scripted()
+        in_round = asyncio.create_task(positions.get("t", "customer"))
+        await _settle()
+        next_round = asyncio.create_task(positions.get("u", "customer"))
+        await _settle()
+        await positions.close()
+        for reading in (in_round, next_round):
+            with pytest.raises(consistency.PositionsUnavailable):
+                await reading
+        with pytest.raises(consistency.PositionsUnavailable):
+            await positions.get("t", "customer")
+
+    run(scenario())
+
+
+def test_a_stuck_round_fails_its_readers_in_time_and_the_next_round_goes_on() -> None:
+    async def scenario() -> None:
+        positions = Scripted(round_timeout_s=0.2)
+        stuck = asyncio.create_task(positions.get("t", "customer"))  # never released
+        await _settle()
+        later = asyncio.create_task(positions.get("t", "customer"))
+        with pytest.raises(consistency.PositionsUnavailable):
+            await stuck
+        await _settle()
+        assert not later.done()  # its own round has started
+        await positions.release.put(None)
+        assert await later == (0, 0)
+
+    run(scenario())
+
+
+def test_closing_before_the_round_began_leaves_no_reader_waiting() -> None:
     async def scenario() -> None:
         positions = Scripted()
         reading = asyncio.create_task(positions.get("t", "customer"))
-        await _settle()
+        await asyncio.sleep(0)  # the reader asked; its round's task has not run yet
+        assert positions.rounds == []
         await positions.close()
-        with pytest.raises(asyncio.CancelledError):
+        with pytest.raises(consistency.PositionsUnavailable):
             await reading
 
     run(scenario())
