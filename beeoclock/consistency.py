@@ -54,6 +54,10 @@ class PositionsUnavailable(Exception):
 Key = tuple[str, str]
 
 
+def _shutting_down() -> PositionsUnavailable:
+    return PositionsUnavailable("the read API is shutting down")
+
+
 class Positions:
     """The written and applied positions of (tenant, stream)s, read in rounds of one query.
 
@@ -78,7 +82,7 @@ class Positions:
     async def get(self, tenant_id: str, stream: str) -> tuple[int, int]:
         """(written, applied), read after this call began."""
         if self._closed:
-            raise PositionsUnavailable("the read API is shutting down")
+            raise _shutting_down()
         key = (tenant_id, stream)
         answer = self._asked.get(key)
         if answer is None:
@@ -100,14 +104,14 @@ class Positions:
             with contextlib.suppress(asyncio.CancelledError):
                 await rounds
         # a round task cancelled before it began never ran its own clean-up
-        self._fail(self._asked)
-        self._asked = {}
+        asked, self._asked = self._asked, {}
+        self._fail(asked, _shutting_down())
 
     @staticmethod
-    def _fail(asked: dict[Key, asyncio.Future[tuple[int, int]]]) -> None:
+    def _fail(asked: dict[Key, asyncio.Future[tuple[int, int]]], error: Exception) -> None:
         for answer in asked.values():
             if not answer.done():
-                answer.set_exception(PositionsUnavailable("the read API is shutting down"))
+                answer.set_exception(error)
 
     async def _run_rounds(self) -> None:
         asked: dict[Key, asyncio.Future[tuple[int, int]]] = {}
@@ -118,24 +122,19 @@ class Positions:
                     async with asyncio.timeout(self._round_timeout_s):
                         found = await self._read(list(asked))
                 except TimeoutError:
-                    failure: Exception = PositionsUnavailable(
-                        f"the read-your-writes positions took over {self._round_timeout_s} s"
-                    )
+                    took = f"the read-your-writes positions took over {self._round_timeout_s} s"
+                    self._fail(asked, PositionsUnavailable(took))
                 except Exception as exc:  # the readers of this round get the failure
-                    failure = exc
+                    self._fail(asked, exc)
                 else:
                     for key, answer in asked.items():
                         if not answer.done():
                             answer.set_result(found.get(key, (0, 0)))
-                    continue
-                for answer in asked.values():
-                    if not answer.done():
-                        answer.set_exception(failure)
         finally:
             # cancelled (closing) or interrupted: nobody is left waiting for an answer
-            self._fail(asked)
-            self._fail(self._asked)
-            self._asked = {}
+            waiting, self._asked = self._asked, {}
+            for left in (asked, waiting):  # both may hold the same key, each its own future
+                self._fail(left, _shutting_down())
             if self._rounds is asyncio.current_task():
                 self._rounds = None
 

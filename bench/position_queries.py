@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -103,7 +104,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=3000, help="calls per form and round")
     parser.add_argument("--rounds", type=int, default=2, help="rounds over every form")
-    parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="PostgreSQL server URL")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES),
+        help="PostgreSQL server URL, as for `python -m bench`",
+    )
     args = parser.parse_args()
     with fresh_database(args.postgres) as database_url:
         _seed(database_url)

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from beeoclock import errors
 from beeoclock.auth import Forbidden, Unauthenticated
-from beeoclock.consistency import NotCaughtUp
+from beeoclock.consistency import NotCaughtUp, PositionsUnavailable
 from beeoclock.gate import RequestGate
 from beeoclock.settings import Settings
 from commands.errors import Conflict, FieldError, InvalidCommand, NotFound, RuleViolation
@@ -42,6 +42,7 @@ def app_raising(exc: Exception) -> TestClient:
         (Conflict("taken"), 409, "Conflict"),
         (RuleViolation("no"), 422, "Unprocessable Entity"),
         (NotCaughtUp(), 503, "Service Unavailable"),
+        (PositionsUnavailable("the read API is shutting down"), 503, "Service Unavailable"),
         (RuntimeError("a bug"), 500, "Internal Server Error"),
     ],
 )

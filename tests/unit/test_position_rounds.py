@@ -164,3 +164,18 @@ def test_closing_before_the_round_began_leaves_no_reader_waiting() -> None:
             await reading
 
     run(scenario())
+
+
+def test_closing_fails_a_key_both_in_the_round_and_waiting_for_the_next() -> None:
+    async def scenario() -> None:
+        positions = Scripted()
+        in_round = asyncio.create_task(positions.get("t", "customer"))
+        await _settle()
+        next_round = asyncio.create_task(positions.get("t", "customer"))
+        await _settle()
+        await positions.close()
+        for reading in (in_round, next_round):
+            with pytest.raises(consistency.PositionsUnavailable):
+                await reading
+
+    run(scenario())
