@@ -49,6 +49,7 @@ bench-smoke: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.replay_phases --customers 300 --runs 1
 	$(BIN)/python -m bench.relay_batches --rounds 2
 	$(BIN)/python -m bench.broker_probe --rate 50 --seconds 1 --steps 1 --step-batches 50
+	$(BIN)/python -m bench.broker_probe --rate 50 --seconds 1 --steps 1 --step-batches 50 --one-partition
 	$(BIN)/python -m bench.position_queries --calls 50 --rounds 1
 
 clean:

@@ -8,7 +8,11 @@ its index; this shows whether the stand-in does.
                                  [--batch-records 2]
 
 `--batch-records` sets how many records each stored batch holds (the same records in fewer,
-larger batches: whether the broker's cost follows batches or records).
+larger batches: whether the broker's cost follows batches or records). `--one-partition`
+stores the batches in partition 0 only and, at each step, sends the flowing records to
+partition 0, then to partition 1: whether the cost follows what the partition fetched from
+holds, or what the topic holds. Each step also gives the records' latency from send to
+consumer (p50/p99 ms).
 
 Prints one line per step and, last, a JSON object. Starts its own broker on a free port and
 stops it (by pid) at the end."""
@@ -28,10 +32,12 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from beeoclock.embedded import free_port, spawn_kafka_broker, wait_for_port
+from bench.stats import summarize
 
 TOPIC = "probe"
 PARTITIONS = 6
 VALUE = b"x" * 700  # about an event's envelope
+STAMP = 20  # a record's value starts with the time it was sent
 
 
 def _cpu(proc: psutil.Process) -> float:
@@ -40,10 +46,16 @@ def _cpu(proc: psutil.Process) -> float:
 
 
 def flowing(
-    servers: str, broker: psutil.Process, producer: KafkaProducer, rate: int, seconds: float
+    servers: str,
+    broker: psutil.Process,
+    producer: KafkaProducer,
+    rate: int,
+    seconds: float,
+    partition: int | None = None,
 ) -> dict[str, Any]:
     """Broker cores used while `rate` records/s flow from the producer to a consumer that
-    fetches as the projector does (`fetch_max_wait_ms` 10)."""
+    fetches as the projector does (`fetch_max_wait_ms` 10), and the records' latency from
+    send to consumer; to `partition`, or spread over all of them by key."""
     consumer = KafkaConsumer(
         bootstrap_servers=servers, enable_auto_commit=False, fetch_max_wait_ms=10
     )
@@ -51,35 +63,52 @@ def flowing(
     consumer.assign(partitions)
     consumer.seek_to_end()
     consumer.poll(timeout_ms=300)
-    stop, got = threading.Event(), [0]
+    stop, latencies = threading.Event(), []
 
     def consume() -> None:
         while not stop.is_set():
-            got[0] += sum(len(v) for v in consumer.poll(timeout_ms=100).values())
+            for records in consumer.poll(timeout_ms=100).values():
+                now = time.time()
+                latencies.extend(now - float(r.value[:STAMP].decode()) for r in records)
 
     thread = threading.Thread(target=consume, daemon=True)
     thread.start()
     before, started, sent = _cpu(broker), time.monotonic(), 0
     while time.monotonic() - started < seconds:
-        producer.send(TOPIC, key=str(sent % 97).encode(), value=VALUE)
+        value = f"{time.time():<{STAMP}.6f}".encode() + VALUE
+        if partition is None:
+            producer.send(TOPIC, key=str(sent % 97).encode(), value=value)
+        else:
+            producer.send(TOPIC, value=value, partition=partition)
         producer.flush()
         sent += 1
         time.sleep(max(0.0, started + sent / rate - time.monotonic()))
     used = _cpu(broker) - before
-    time.sleep(0.3)
+    time.sleep(1.0)
     stop.set()
     thread.join()
     consumer.close()
-    return {"sent": sent, "consumed": got[0], "broker_cores": round(used / seconds, 3)}
+    ms = summarize(x * 1000 for x in latencies)
+    return {
+        "partition": partition,
+        "sent": sent,
+        "consumed": len(latencies),
+        "broker_cores": round(used / seconds, 3),
+        "latency_p50_ms": ms["p50_ms"],
+        "latency_p99_ms": ms["p99_ms"],
+    }
 
 
-def fill(producer: KafkaProducer, batches: int, records: int) -> None:
+def fill(producer: KafkaProducer, batches: int, records: int, partition: int | None = None) -> None:
     """`batches` batches of `records` records each (one flush per batch); two is what a relay
-    at a low rate stores."""
+    at a low rate stores. Into `partition`, or spread over all of them by key."""
     sent = 0
     for _ in range(batches):
         for _ in range(records):
-            producer.send(TOPIC, key=str(sent % 97).encode(), value=VALUE)
+            if partition is None:
+                producer.send(TOPIC, key=str(sent % 97).encode(), value=VALUE)
+            else:
+                producer.send(TOPIC, value=VALUE, partition=partition)
             sent += 1
         producer.flush()
 
@@ -109,6 +138,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--step-batches", type=int, default=15_000)
     parser.add_argument("--batch-records", type=int, default=2)
+    parser.add_argument("--one-partition", action="store_true")
     args = parser.parse_args()
     with own_broker([TOPIC]) as (servers, broker):
         producer = KafkaProducer(
@@ -120,22 +150,38 @@ def main() -> None:
         )
         steps = []
         stored = 0
+        targets: list[int | None] = [0, 1] if args.one_partition else [None]
+        where = " in partition 0" if args.one_partition else ""
         for step in range(args.steps + 1):
             if step:
-                fill(producer, args.step_batches, args.batch_records)
+                fill(producer, args.step_batches, args.batch_records, targets[0])
                 stored += args.step_batches
-            found = flowing(servers, broker, producer, args.rate, args.seconds)
-            found["stored_batches"] = stored
-            found["stored_records"] = stored * args.batch_records
-            steps.append(found)
-            print(
-                f"{stored:>7,} batches of {args.batch_records} stored: {args.rate}/s flowing "
-                "costs the broker "
-                f"{found['broker_cores']:.2f} cores",
-                flush=True,
-            )
+            for target in targets:
+                found = flowing(servers, broker, producer, args.rate, args.seconds, target)
+                found["stored_batches"] = stored
+                found["stored_records"] = stored * args.batch_records
+                steps.append(found)
+                to = "" if target is None else f" to partition {target}"
+                latency = (
+                    f"latency p50 {found['latency_p50_ms']:.1f} ms, "
+                    f"p99 {found['latency_p99_ms']:.1f} ms"
+                    if found["consumed"]
+                    else "nothing consumed (within the window and 1 s after)"
+                )
+                print(
+                    f"{stored:>7,} batches of {args.batch_records} stored{where}: "
+                    f"{args.rate}/s flowing{to} costs the broker "
+                    f"{found['broker_cores']:.2f} cores; {found['consumed']:,} of "
+                    f"{found['sent']:,} consumed, {latency}",
+                    flush=True,
+                )
         producer.close()
-        summary = {"rate": args.rate, "seconds": args.seconds, "batch_records": args.batch_records}
+        summary = {
+            "rate": args.rate,
+            "seconds": args.seconds,
+            "batch_records": args.batch_records,
+            "one_partition": args.one_partition,
+        }
         print(json.dumps(summary | {"steps": steps}))
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import psycopg
 import redis
+from kafka.partitioner.default import murmur2
 
 from beeoclock.embedded import free_port, spawn_kafka_broker, spawn_redis, wait_for_port
 from bench import data, wrk
@@ -39,6 +40,12 @@ from bench.system import (
 )
 
 SYSTEM_PROCESSES = ("write-api", "read-api", "relay", "projector")
+
+
+def kafka_partition(tenant: str, partitions: int) -> int:
+    """The partition the relay's producer puts a tenant's events in (kafka-python's default
+    partitioner: murmur2 of the key, the tenant id)."""
+    return int(murmur2(tenant.encode()) & 0x7FFFFFFF) % partitions
 
 
 @dataclass
@@ -63,6 +70,20 @@ class Context:
     def tenant(self, label: str) -> tuple[str, str]:
         tenant = f"{label}-{uuid.uuid4().hex[:8]}"
         return tenant, self.system.token([tenant])
+
+    def tenants_over_partitions(self, label: str) -> tuple[list[str], list[int], str]:
+        """One new tenant per Kafka partition (the relay keys a message by its tenant, so a
+        tenant's events all go to one partition): (tenants, their partitions, a token for all
+        of them). Load spread over these reaches every partition, as many tenants writing do,
+        instead of whichever one a single tenant's name hashes to."""
+        count = int(self.system.settings().kafka_partitions)
+        found: dict[int, str] = {}
+        while len(found) < count:
+            tenant = f"{label}-{uuid.uuid4().hex[:8]}"
+            found.setdefault(kafka_partition(tenant, count), tenant)
+        partitions = sorted(found)
+        tenants = [found[p] for p in partitions]
+        return tenants, partitions, self.system.token(tenants)
 
     def headers(self, tenant: str, token: str, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}", "x-business-tenant-id": tenant, **extra}

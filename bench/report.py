@@ -471,7 +471,16 @@ def _section_lag(s: dict[str, Any]) -> list[str]:
         "(over-estimates by at most one poll interval plus one query). *Pipeline*: relay → "
         "Kafka (tansu) → projector → `customers`. *ProjectionRunner*: the `eventsourcing` "
         "library's runner (LISTEN/NOTIFY subscription, one transaction per event) into "
-        "`bench_es_customers`, with the pipeline still running.",
+        "`bench_es_customers`, with the pipeline still running. The writes go round robin to "
+        "one tenant per Kafka partition (the relay keys each event by its tenant), so every "
+        "partition carries an equal share; *slowest partition*: the p99 of the writes of the "
+        "partition whose p99 is highest"
+        + (
+            f" (* marks partition {big}, the growth scenario's big tenant's, which the "
+            "broker holds the most of)."
+            if (big := s.get("growth", {}).get("big_partition")) is not None
+            else "."
+        ),
         "",
     ]
     header = [
@@ -482,6 +491,7 @@ def _section_lag(s: dict[str, Any]) -> list[str]:
         "p90",
         "p99",
         "max",
+        "slowest partition",
         "missing",
         "write p99",
         "answers",
@@ -495,6 +505,7 @@ def _section_lag(s: dict[str, Any]) -> list[str]:
             fmt(r["lag"]["p90_ms"]),
             fmt(r["lag"]["p99_ms"]),
             fmt(r["lag"]["max_ms"]),
+            _slowest_partition(r, s.get("growth", {}).get("big_partition")),
             str(r["missing"]),
             fmt(r["write_latency"]["p99_ms"]),
             _statuses(r),
@@ -509,6 +520,18 @@ def _section_lag(s: dict[str, Any]) -> list[str]:
     ]
     tail += [f"Not measured: {x}." for x in lag.get("skipped", [])]
     return lines + _table(header, rows) + [*tail, ""] + _lag_cpu(lag)
+
+
+def _slowest_partition(run: dict[str, Any], big: int | None) -> str:
+    """`p99 (partition N)` of the partition with the highest p99 lag in a lag run."""
+    found = [
+        (v["p99_ms"], k) for k, v in run.get("by_partition", {}).items() if v["p99_ms"] is not None
+    ]
+    if not found:
+        return "-"
+    p99, partition = max(found)
+    mark = "*" if big is not None and partition == str(big) else ""
+    return f"{fmt(p99)} ({partition}{mark})"
 
 
 #: the process groups of the CPU table, in this order (the rest are summed as "other")
@@ -671,8 +694,9 @@ def _section_growth(s: dict[str, Any]) -> list[str]:
         f"{g['tenants'] - 1:,} small tenants. Writes at "
         "8 clients go to the big tenant or spread over all small tenants; reads (4 "
         "connections) in the big tenant and in one small tenant; p99 in ms. Lag: open-loop "
-        "writes at the lag scenario's middle rate into a tenant of their own, p99 from each "
-        "write's response to the read model showing it.",
+        "writes at the lag scenario's middle rate, round robin to one new tenant per Kafka "
+        "partition, p99 from each write's response to the read model showing it (and that of "
+        "the slowest partition).",
         "",
     ]
     header = [
@@ -709,7 +733,7 @@ def _section_growth(s: dict[str, Any]) -> list[str]:
                 pair("by_id_uncached"),
                 pair("page_uncached"),
                 pair("phrase_uncached"),
-                _growth_lag(lv.get("lag")),
+                _growth_lag(lv.get("lag"), g.get("big_partition")),
             ]
         )
     lines += _table(header, rows)
@@ -735,10 +759,12 @@ def _section_growth(s: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _growth_lag(run: dict[str, Any] | None) -> str:
+def _growth_lag(run: dict[str, Any] | None, big: int | None) -> str:
     if not run:
         return "-"
     text = f"{fmt(run['lag']['p99_ms'])} ({fmt(run['rate_achieved'], 0)}/s)"
+    if run.get("by_partition"):
+        text += f"; slowest partition {_slowest_partition(run, big)}"
     return text + (f", {run['missing']} missing" if run.get("missing") else "")
 
 

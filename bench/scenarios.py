@@ -23,7 +23,7 @@ import psycopg
 import redis
 
 from bench import cpu, data
-from bench.context import Context, redis_benchmark
+from bench.context import Context, kafka_partition, redis_benchmark
 from bench.system import BenchError, count_events, run_child, store_size, wait_until
 
 Scenario = Callable[[Context], dict[str, Any]]
@@ -179,11 +179,12 @@ def _lag_run(
 ) -> dict[str, Any]:
     p = ctx.profile
     duration_s = p.lag_duration_s if duration_s is None else duration_s
-    tenant, token = ctx.tenant("lag")
+    tenants, partitions, token = ctx.tenants_over_partitions("lag")
     spec = {
         "host": "127.0.0.1",
         "port": ctx.system.write_port,
-        "tenant": tenant,
+        "tenants": tenants,
+        "partitions": partitions,
         "token": token,
         "tag": ctx.tag,
         "base": ctx.seq.take(int(rate * duration_s) + 10),
@@ -679,7 +680,13 @@ def growth(ctx: Context) -> dict[str, Any]:
     big = ctx.tenant("big")
     smalls = [ctx.tenant(f"s{i:04d}") for i in range(p.growth_tenants)]
     out: dict[str, Any] = ctx.partial("growth")
-    out |= {"tenants": 1 + len(smalls), "big_share": p.growth_big_share, "levels": []}
+    out |= {
+        "tenants": 1 + len(smalls),
+        "big_share": p.growth_big_share,
+        # the Kafka partition its events go to: the one the broker holds the most of
+        "big_partition": kafka_partition(big[0], int(ctx.system.settings().kafka_partitions)),
+        "levels": [],
+    }
     app = ctx.system.application(pool_size=2)
     try:
         for level in p.growth_levels:
