@@ -71,20 +71,6 @@ class Context:
         tenant = f"{label}-{uuid.uuid4().hex[:8]}"
         return tenant, self.system.token([tenant])
 
-    def tenants_over_partitions(self, label: str) -> tuple[list[str], list[int], str]:
-        """One new tenant per Kafka partition (the relay keys a message by its tenant, so a
-        tenant's events all go to one partition): (tenants, their partitions, a token for all
-        of them). Load spread over these reaches every partition, as many tenants writing do,
-        instead of whichever one a single tenant's name hashes to."""
-        count = int(self.system.settings().kafka_partitions)
-        found: dict[int, str] = {}
-        while len(found) < count:
-            tenant = f"{label}-{uuid.uuid4().hex[:8]}"
-            found.setdefault(kafka_partition(tenant, count), tenant)
-        partitions = sorted(found)
-        tenants = [found[p] for p in partitions]
-        return tenants, partitions, self.system.token(tenants)
-
     def headers(self, tenant: str, token: str, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}", "x-business-tenant-id": tenant, **extra}
 

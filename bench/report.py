@@ -240,6 +240,11 @@ def _lag_targets(s: dict[str, Any], add: Add) -> None:
         if at_500
         else None,
         ("stretch met" if p99 is not None and p99 <= 50 else "stretch not met")
+        + (
+            "; its tenant's Kafka partition is the growth scenario's big tenant's (section 2)"
+            if _slowest_partition(run, s.get("growth", {}).get("big_partition")).endswith("*")
+            else ""
+        )
         if at_500
         else f"measured at {run['rate_target']}/s only",
     )
@@ -471,13 +476,14 @@ def _section_lag(s: dict[str, Any]) -> list[str]:
         "(over-estimates by at most one poll interval plus one query). *Pipeline*: relay → "
         "Kafka (tansu) → projector → `customers`. *ProjectionRunner*: the `eventsourcing` "
         "library's runner (LISTEN/NOTIFY subscription, one transaction per event) into "
-        "`bench_es_customers`, with the pipeline still running. The writes go round robin to "
-        "one tenant per Kafka partition (the relay keys each event by its tenant), so every "
-        "partition carries an equal share; *slowest partition*: the p99 of the writes of the "
-        "partition whose p99 is highest"
+        "`bench_es_customers`, with the pipeline still running. Each run writes into a "
+        "tenant of its own, whose events all go to one Kafka partition (the relay keys them "
+        "by tenant): *partition*"
         + (
-            f" (* marks partition {big}, the growth scenario's big tenant's, which the "
-            "broker holds the most of)."
+            f", * when it is also that of the growth scenario's big tenant (partition {big}), "
+            "the one the broker holds the most of: the development broker's cost per fetch "
+            "grows with the batches the partition fetched from holds "
+            "(`python -m bench.broker_probe --one-partition`)."
             if (big := s.get("growth", {}).get("big_partition")) is not None
             else "."
         ),
@@ -491,7 +497,7 @@ def _section_lag(s: dict[str, Any]) -> list[str]:
         "p90",
         "p99",
         "max",
-        "slowest partition",
+        "partition",
         "missing",
         "write p99",
         "answers",
@@ -523,15 +529,16 @@ def _section_lag(s: dict[str, Any]) -> list[str]:
 
 
 def _slowest_partition(run: dict[str, Any], big: int | None) -> str:
-    """`p99 (partition N)` of the partition with the highest p99 lag in a lag run."""
+    """The Kafka partition of a lag run's writes (* when it is the big tenant's); of several,
+    `p99 (partition)` of the one with the highest p99."""
     found = [
         (v["p99_ms"], k) for k, v in run.get("by_partition", {}).items() if v["p99_ms"] is not None
     ]
     if not found:
         return "-"
     p99, partition = max(found)
-    mark = "*" if big is not None and partition == str(big) else ""
-    return f"{fmt(p99)} ({partition}{mark})"
+    label = partition + ("*" if big is not None and partition == str(big) else "")
+    return label if len(found) == 1 else f"{fmt(p99)} ({label})"
 
 
 #: the process groups of the CPU table, in this order (the rest are summed as "other")
@@ -694,9 +701,9 @@ def _section_growth(s: dict[str, Any]) -> list[str]:
         f"{g['tenants'] - 1:,} small tenants. Writes at "
         "8 clients go to the big tenant or spread over all small tenants; reads (4 "
         "connections) in the big tenant and in one small tenant; p99 in ms. Lag: open-loop "
-        "writes at the lag scenario's middle rate, round robin to one new tenant per Kafka "
-        "partition, p99 from each write's response to the read model showing it (and that of "
-        "the slowest partition).",
+        "writes at the lag scenario's middle rate into a tenant of their own, p99 from each "
+        "write's response to the read model showing it, and its Kafka partition (* when it is "
+        "the big tenant's).",
         "",
     ]
     header = [
@@ -764,7 +771,7 @@ def _growth_lag(run: dict[str, Any] | None, big: int | None) -> str:
         return "-"
     text = f"{fmt(run['lag']['p99_ms'])} ({fmt(run['rate_achieved'], 0)}/s)"
     if run.get("by_partition"):
-        text += f"; slowest partition {_slowest_partition(run, big)}"
+        text += f", partition {_slowest_partition(run, big)}"
     return text + (f", {run['missing']} missing" if run.get("missing") else "")
 
 

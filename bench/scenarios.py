@@ -179,7 +179,11 @@ def _lag_run(
 ) -> dict[str, Any]:
     p = ctx.profile
     duration_s = p.lag_duration_s if duration_s is None else duration_s
-    tenants, partitions, token = ctx.tenants_over_partitions("lag")
+    # one tenant, as one business writing: all its events go to one Kafka partition (the
+    # relay keys them by tenant), recorded with the run
+    tenant, token = ctx.tenant("lag")
+    tenants = [tenant]
+    partitions = [kafka_partition(tenant, int(ctx.system.settings().kafka_partitions))]
     spec = {
         "host": "127.0.0.1",
         "port": ctx.system.write_port,
