@@ -1,7 +1,8 @@
 """Write -> read lag, open loop: POST customers at a fixed rate (each send scheduled at
 t0 + i/rate, whatever the answers do) and watch a read-model table in PostgreSQL until each
-written customer shows. Writes go round robin to the spec's `tenants` (bench/context.py gives
-one per Kafka partition), and the lags are also summarized per partition (`by_partition`).
+written customer shows. Writes go round robin to the spec's `tenants` (the scenario gives
+one; `token` must grant all of them), and the lags are also summarized per Kafka partition
+(`by_partition`, from the spec's `partitions`, one per tenant).
 
 The lag of a write is (the moment the poll that first returned its row completed) minus (the
 moment its 201 response was read). Polls run every `poll_ms` (2 ms) as one indexed query for
@@ -40,6 +41,10 @@ class Lag:
         #: id -> (answered, index of its tenant) of each write not yet seen
         self.pending: dict[str, tuple[float, int]] = {}
         self.by_tenant: list[list[float]] = [[] for _ in spec["tenants"]]
+        self.partitions = [str(p) for p in spec.get("partitions", range(len(spec["tenants"])))]
+        if len(self.partitions) != len(spec["tenants"]):
+            msg = "the lag spec needs one partition per tenant"
+            raise ValueError(msg)
         self.lags_ms: list[float] = []
         #: (answered, seen) of each write, for `series_file`
         self.series: list[tuple[float, float]] = []
@@ -168,10 +173,13 @@ class Lag:
             "lag": summarize(self.lags_ms),
             "lag_histogram": histogram(self.lags_ms),
             "by_partition": {
-                str(partition): summarize(lags)
-                for partition, lags in zip(
-                    spec.get("partitions", range(len(spec["tenants"]))), self.by_tenant, strict=True
+                partition: summarize(
+                    lag
+                    for p, lags in zip(self.partitions, self.by_tenant, strict=True)
+                    if p == partition
+                    for lag in lags
                 )
+                for partition in sorted(set(self.partitions), key=int)
             },
             "write_latency": summarize(self.write_ms),
             "send_delay_p99_ms": summarize(self.waits_ms)["p99_ms"],

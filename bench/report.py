@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import statistics
@@ -242,7 +243,7 @@ def _lag_targets(s: dict[str, Any], add: Add) -> None:
         ("stretch met" if p99 is not None and p99 <= 50 else "stretch not met")
         + (
             "; its tenant's Kafka partition is the growth scenario's big tenant's (section 2)"
-            if _slowest_partition(run, s.get("growth", {}).get("big_partition")).endswith("*")
+            if "*" in _slowest_partition(run, s.get("growth", {}).get("big_partition"))
             else ""
         )
         if at_500
@@ -478,15 +479,16 @@ def _section_lag(s: dict[str, Any]) -> list[str]:
         "library's runner (LISTEN/NOTIFY subscription, one transaction per event) into "
         "`bench_es_customers`, with the pipeline still running. Each run writes into a "
         "tenant of its own, whose events all go to one Kafka partition (the relay keys them "
-        "by tenant): *partition*"
+        "by tenant): *partition* (pipeline only)"
         + (
             f", * when it is also that of the growth scenario's big tenant (partition {big}), "
-            "the one the broker holds the most of: the development broker's cost per fetch "
-            "grows with the batches the partition fetched from holds "
-            "(`python -m bench.broker_probe --one-partition`)."
+            "where most of the seeded events went"
             if (big := s.get("growth", {}).get("big_partition")) is not None
-            else "."
-        ),
+            else ""
+        )
+        + ". The development broker's cost per fetch grows with the batches the partition "
+        "fetched from holds (`python -m bench.broker_probe --one-partition`), and the earlier "
+        "scenarios fill some partitions more than others.",
         "",
     ]
     header = [
@@ -511,7 +513,10 @@ def _section_lag(s: dict[str, Any]) -> list[str]:
             fmt(r["lag"]["p90_ms"]),
             fmt(r["lag"]["p99_ms"]),
             fmt(r["lag"]["max_ms"]),
-            _slowest_partition(r, s.get("growth", {}).get("big_partition")),
+            # the ProjectionRunner reads the event store: no partition on its path
+            _slowest_partition(r, s.get("growth", {}).get("big_partition"))
+            if key == "pipeline"
+            else "-",
             str(r["missing"]),
             fmt(r["write_latency"]["p99_ms"]),
             _statuses(r),
@@ -530,15 +535,19 @@ def _section_lag(s: dict[str, Any]) -> list[str]:
 
 def _slowest_partition(run: dict[str, Any], big: int | None) -> str:
     """The Kafka partition of a lag run's writes (* when it is the big tenant's); of several,
-    `p99 (partition)` of the one with the highest p99."""
+    `p99 (partition)` of the one with the highest p99, one with none of its writes seen
+    counting as the slowest."""
     found = [
-        (v["p99_ms"], k) for k, v in run.get("by_partition", {}).items() if v["p99_ms"] is not None
+        (math.inf if v["p99_ms"] is None else v["p99_ms"], k)
+        for k, v in run.get("by_partition", {}).items()
     ]
     if not found:
         return "-"
     p99, partition = max(found)
     label = partition + ("*" if big is not None and partition == str(big) else "")
-    return label if len(found) == 1 else f"{fmt(p99)} ({label})"
+    if len(found) == 1:
+        return label
+    return f"{'none seen' if p99 == math.inf else fmt(p99)} ({label})"
 
 
 #: the process groups of the CPU table, in this order (the rest are summed as "other")

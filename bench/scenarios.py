@@ -687,7 +687,7 @@ def growth(ctx: Context) -> dict[str, Any]:
     out |= {
         "tenants": 1 + len(smalls),
         "big_share": p.growth_big_share,
-        # the Kafka partition its events go to: the one the broker holds the most of
+        # the Kafka partition its events go to (most of the seeded events)
         "big_partition": kafka_partition(big[0], int(ctx.system.settings().kafka_partitions)),
         "levels": [],
     }
