@@ -1,12 +1,10 @@
 """Write -> read lag, open loop: POST customers at a fixed rate (each send scheduled at
 t0 + i/rate, whatever the answers do) and watch a read-model table in PostgreSQL until each
-written customer shows. Writes go round robin to the spec's `tenants` (the scenario gives
-one; `token` must grant all of them), and the lags are also summarized per Kafka partition
-(`by_partition`, from the spec's `partitions`, one per tenant).
+written customer shows.
 
 The lag of a write is (the moment the poll that first returned its row completed) minus (the
 moment its 201 response was read). Polls run every `poll_ms` (2 ms) as one indexed query for
-all the customers still pending (`SELECT id FROM <table> WHERE tenant_id = ANY(%s) AND id =
+all the customers still pending (`SELECT id FROM <table> WHERE tenant_id = %s AND id =
 ANY(%s)`), so a lag is over-estimated by at most one poll interval plus one query (~0.3 ms),
 never under-estimated. Polling reads what a reader would read, and adds nothing to the system
 under test (no trigger, no NOTIFY on the read model).
@@ -38,13 +36,7 @@ from bench.stats import histogram, summarize
 class Lag:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
-        #: id -> (answered, index of its tenant) of each write not yet seen
-        self.pending: dict[str, tuple[float, int]] = {}
-        self.by_tenant: list[list[float]] = [[] for _ in spec["tenants"]]
-        self.partitions = [str(p) for p in spec.get("partitions", range(len(spec["tenants"])))]
-        if len(self.partitions) != len(spec["tenants"]):
-            msg = "the lag spec needs one partition per tenant"
-            raise ValueError(msg)
+        self.pending: dict[str, float] = {}
         self.lags_ms: list[float] = []
         #: (answered, seen) of each write, for `series_file`
         self.series: list[tuple[float, float]] = []
@@ -60,14 +52,13 @@ class Lag:
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection(self.spec["host"], self.spec["port"])
 
-    async def write(self, pool: asyncio.Queue[Any], i: int, scheduled: float) -> None:
+    async def write(self, pool: asyncio.Queue[Any], n: int, scheduled: float) -> None:
         spec = self.spec
         conn = await pool.get()
         self.waits_ms.append((time.perf_counter() - scheduled) * 1000)
-        n, which = spec["base"] + i, i % len(spec["tenants"])
         cid = data.customer_id(spec["tag"], n)
         payload = customer_request(
-            f"{spec['host']}:{spec['port']}", spec["tenants"][which], spec["token"], spec["tag"], n
+            f"{spec['host']}:{spec['port']}", spec["tenant"], spec["token"], spec["tag"], n
         )
         try:
             if conn is None:
@@ -88,12 +79,12 @@ class Lag:
         self.statuses[str(status)] += 1
         self.write_ms.append((done - sent) * 1000)
         if 200 <= status < 300:
-            self.pending[cid] = (done, which)
+            self.pending[cid] = done
             self.answered_at.append(done)
 
     async def poll(self, stop_at: float) -> None:
         spec = self.spec
-        query = sql.SQL("SELECT id FROM {} WHERE tenant_id = ANY(%s) AND id = ANY(%s)").format(
+        query = sql.SQL("SELECT id FROM {} WHERE tenant_id = %s AND id = ANY(%s)").format(
             sql.Identifier(spec["table"])
         )
         interval = spec.get("poll_ms", 2) / 1000
@@ -103,16 +94,14 @@ class Lag:
             while time.perf_counter() < stop_at and (self.sending or self.pending):
                 if self.pending:
                     ids = list(self.pending)
-                    cur = await conn.execute(query, (spec["tenants"], ids), prepare=True)
+                    cur = await conn.execute(query, (spec["tenant"], ids), prepare=True)
                     rows = await cur.fetchall()
                     seen = time.perf_counter()
                     self.polls += 1
                     for (cid,) in rows:
-                        found = self.pending.pop(cid, None)
-                        if found is not None:
-                            answered, which = found
+                        answered = self.pending.pop(cid, None)
+                        if answered is not None:
                             self.lags_ms.append((seen - answered) * 1000)
-                            self.by_tenant[which].append((seen - answered) * 1000)
                             self.series.append((answered, seen))
                 await asyncio.sleep(interval)
 
@@ -139,7 +128,7 @@ class Lag:
             if len(tasks) >= max_in_flight:
                 saturated = True
                 break
-            task = asyncio.create_task(self.write(pool, i, scheduled))
+            task = asyncio.create_task(self.write(pool, spec["base"] + i, scheduled))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             sent += 1
@@ -172,15 +161,6 @@ class Lag:
             "polls": self.polls,
             "lag": summarize(self.lags_ms),
             "lag_histogram": histogram(self.lags_ms),
-            "by_partition": {
-                partition: summarize(
-                    lag
-                    for p, lags in zip(self.partitions, self.by_tenant, strict=True)
-                    if p == partition
-                    for lag in lags
-                )
-                for partition in sorted(set(self.partitions), key=int)
-            },
             "write_latency": summarize(self.write_ms),
             "send_delay_p99_ms": summarize(self.waits_ms)["p99_ms"],
         }

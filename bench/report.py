@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import platform
 import statistics
@@ -243,7 +242,7 @@ def _lag_targets(s: dict[str, Any], add: Add) -> None:
         ("stretch met" if p99 is not None and p99 <= 50 else "stretch not met")
         + (
             "; its tenant's Kafka partition is the growth scenario's big tenant's (section 2)"
-            if "*" in _slowest_partition(run, s.get("growth", {}).get("big_partition"))
+            if _partition(run, s.get("growth", {}).get("big_partition")).endswith("*")
             else ""
         )
         if at_500
@@ -514,9 +513,7 @@ def _section_lag(s: dict[str, Any]) -> list[str]:
             fmt(r["lag"]["p99_ms"]),
             fmt(r["lag"]["max_ms"]),
             # the ProjectionRunner reads the event store: no partition on its path
-            _slowest_partition(r, s.get("growth", {}).get("big_partition"))
-            if key == "pipeline"
-            else "-",
+            _partition(r, s.get("growth", {}).get("big_partition")) if key == "pipeline" else "-",
             str(r["missing"]),
             fmt(r["write_latency"]["p99_ms"]),
             _statuses(r),
@@ -533,21 +530,12 @@ def _section_lag(s: dict[str, Any]) -> list[str]:
     return lines + _table(header, rows) + [*tail, ""] + _lag_cpu(lag)
 
 
-def _slowest_partition(run: dict[str, Any], big: int | None) -> str:
-    """The Kafka partition of a lag run's writes (* when it is the big tenant's); of several,
-    `p99 (partition)` of the one with the highest p99, one with none of its writes seen
-    counting as the slowest."""
-    found = [
-        (math.inf if v["p99_ms"] is None else v["p99_ms"], k)
-        for k, v in run.get("by_partition", {}).items()
-    ]
-    if not found:
+def _partition(run: dict[str, Any], big: int | None) -> str:
+    """The Kafka partition of a lag run's writes, * when it is the big tenant's."""
+    partition = run.get("partition")
+    if partition is None:
         return "-"
-    p99, partition = max(found)
-    label = partition + ("*" if big is not None and partition == str(big) else "")
-    if len(found) == 1:
-        return label
-    return f"{'none seen' if p99 == math.inf else fmt(p99)} ({label})"
+    return f"{partition}{'*' if partition == big else ''}"
 
 
 #: the process groups of the CPU table, in this order (the rest are summed as "other")
@@ -779,8 +767,8 @@ def _growth_lag(run: dict[str, Any] | None, big: int | None) -> str:
     if not run:
         return "-"
     text = f"{fmt(run['lag']['p99_ms'])} ({fmt(run['rate_achieved'], 0)}/s)"
-    if run.get("by_partition"):
-        text += f", partition {_slowest_partition(run, big)}"
+    if run.get("partition") is not None:
+        text += f", partition {_partition(run, big)}"
     return text + (f", {run['missing']} missing" if run.get("missing") else "")
 
 

@@ -179,16 +179,14 @@ def _lag_run(
 ) -> dict[str, Any]:
     p = ctx.profile
     duration_s = p.lag_duration_s if duration_s is None else duration_s
+    tenant, token = ctx.tenant("lag")
     # one tenant, as one business writing: all its events go to one Kafka partition (the
     # relay keys them by tenant), recorded with the run
-    tenant, token = ctx.tenant("lag")
-    tenants = [tenant]
-    partitions = [kafka_partition(tenant, int(ctx.system.settings().kafka_partitions))]
+    partition = {"partition": kafka_partition(tenant, int(ctx.system.settings().kafka_partitions))}
     spec = {
         "host": "127.0.0.1",
         "port": ctx.system.write_port,
-        "tenants": tenants,
-        "partitions": partitions,
+        "tenant": tenant,
         "token": token,
         "tag": ctx.tag,
         "base": ctx.seq.take(int(rate * duration_s) + 10),
@@ -202,14 +200,14 @@ def _lag_run(
     }
     timeout = duration_s + p.lag_drain_s + 120
     if ctx.memory is None:
-        return ctx.child_json("bench.lag", spec, timeout)
+        return ctx.child_json("bench.lag", spec, timeout) | partition
     # where the cores go while the writes are sent (the window skips their first and last
     # 2 s, or quarter in a short run)
     edge = min(2.0, duration_s / 4)
     groups = cpu.process_groups(ctx.memory.procs, "bench.lag")
     with cpu.cpu_window(groups, edge, duration_s - 2 * edge) as used:
         result = ctx.child_json("bench.lag", spec, timeout)
-    return result | {"cpu": used}
+    return result | partition | {"cpu": used}
 
 
 @contextlib.contextmanager
