@@ -75,11 +75,7 @@ def flowing(
     thread.start()
     before, started, sent = _cpu(broker), time.monotonic(), 0
     while time.monotonic() - started < seconds:
-        value = f"{time.time():<{STAMP}.6f}".encode() + VALUE
-        if partition is None:
-            producer.send(TOPIC, key=str(sent % 97).encode(), value=value)
-        else:
-            producer.send(TOPIC, value=value, partition=partition)
+        _send(producer, sent, f"{time.time():<{STAMP}.6f}".encode() + VALUE, partition)
         producer.flush()
         sent += 1
         time.sleep(max(0.0, started + sent / rate - time.monotonic()))
@@ -99,16 +95,21 @@ def flowing(
     }
 
 
+def _send(producer: KafkaProducer, n: int, value: bytes, partition: int | None) -> None:
+    """The `n`th record: to `partition`, or keyed so that records spread over all of them."""
+    if partition is None:
+        producer.send(TOPIC, key=str(n % 97).encode(), value=value)
+    else:
+        producer.send(TOPIC, value=value, partition=partition)
+
+
 def fill(producer: KafkaProducer, batches: int, records: int, partition: int | None = None) -> None:
     """`batches` batches of `records` records each (one flush per batch); two is what a relay
     at a low rate stores. Into `partition`, or spread over all of them by key."""
     sent = 0
     for _ in range(batches):
         for _ in range(records):
-            if partition is None:
-                producer.send(TOPIC, key=str(sent % 97).encode(), value=VALUE)
-            else:
-                producer.send(TOPIC, value=VALUE, partition=partition)
+            _send(producer, sent, VALUE, partition)
             sent += 1
         producer.flush()
 
