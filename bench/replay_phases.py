@@ -8,8 +8,11 @@ spread over tenants as the growth scenario spreads them (80% in one, the rest ov
 then rebuilds the `customers` read model `--runs` times, as `beeoclock replay --projection
 customers` does (worker processes included), timing each phase: the bulk phase (read, decode
 and open, fold, copy in), the staging table's indexes, its VACUUM (ANALYZE), the swap (no
-Redis: dropping cached answers is skipped). Prints one JSON line per run, then the means. The
-database is dropped at the end. For an A/B, run it from two source trees, alternately.
+Redis: dropping cached answers is skipped), each with the cores the machine kept busy in it
+(`bulk_cores`, ...), and `packed_s`: the run's busy CPU seconds over the machine's cores, the
+shortest the same work could take however it were ordered. Prints one JSON line per run, then
+the means. The database is dropped at the end. For an A/B, run it from two source trees,
+alternately.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psutil
+
 from bench import data
 from bench.profiles import FULL
 from bench.scenarios import growth_plan
@@ -31,8 +36,17 @@ from bench.system import DEFAULT_POSTGRES, fresh_database, new_values
 PHASES = ("_bulk", "_index_staging", "_vacuum_staging", "_swap")
 
 
+def _busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (every core, every process) so far."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
 def timed_run(settings: Any) -> dict[str, float]:
-    """One whole-table replay of `customers`, its phases timed (seconds)."""
+    """One whole-table replay of `customers`, its phases timed (seconds), with how many cores
+    the machine kept busy in each (`<phase>_cores`), and `packed_s`: the replay's time had
+    the CPU it took been spread over every core all along (its busy CPU seconds over the
+    cores), the shortest any reordering of the same work could take on this machine."""
     from workers import replay
 
     spent: dict[str, float] = {}
@@ -40,25 +54,29 @@ def timed_run(settings: Any) -> dict[str, float]:
 
     def timing(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
+            started, busy = time.perf_counter(), _busy_s()
             try:
                 return method(*args, **kwargs)
             finally:
-                spent[name.strip("_")] = round(time.perf_counter() - started, 3)
+                wall = time.perf_counter() - started
+                spent[name.strip("_")] = round(wall, 3)
+                spent[name.strip("_") + "_cores"] = round((_busy_s() - busy) / wall, 2)
 
         return timed
 
     for name, method in originals.items():
         setattr(replay.Replay, name, timing(name, method))
     try:
-        started = time.perf_counter()
+        started, busy = time.perf_counter(), _busy_s()
         report = replay.Replay(settings, replay.TARGETS["customers"], progress=False).run()
         spent["total"] = round(time.perf_counter() - started, 3)
+        spent["packed_s"] = round((_busy_s() - busy) / (psutil.cpu_count() or 1), 3)
     finally:
         for name, method in originals.items():
             setattr(replay.Replay, name, method)
     spent["events"] = report.events
     spent["events_per_s"] = round(report.events / spent["total"])
+    spent["packed_events_per_s"] = round(report.events / spent["packed_s"])
     return spent
 
 
@@ -97,10 +115,10 @@ def main() -> None:
         for _ in range(args.runs):
             runs.append(timed_run(settings))
             print(json.dumps(runs[-1]), flush=True)
-        means = {
-            k: round(statistics.mean(r[k] for r in runs), 0 if k.startswith("events") else 3)
-            for k in runs[0]
-        }
+        means: dict[str, float] = {}
+        for k in runs[0]:
+            mean = statistics.mean(r[k] for r in runs)
+            means[k] = round(mean) if k.endswith(("events", "per_s")) else round(mean, 3)
         print("mean", json.dumps(means), flush=True)
 
 
