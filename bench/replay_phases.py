@@ -9,7 +9,8 @@ then rebuilds the `customers` read model `--runs` times, as `beeoclock replay --
 customers` does (worker processes included), timing each phase: the bulk phase (read, decode
 and open, fold, copy in), the staging table's indexes, its VACUUM (ANALYZE), the swap (no
 Redis: dropping cached answers is skipped), each with the cores the machine kept busy in it
-(`bulk_cores`, ...), and `packed_s`: the run's busy CPU seconds over the machine's cores, the
+(`bulk_cores`, ...; the kernel counts in 10 ms ticks, so a phase of well under a second gets a
+coarse figure), and `packed_s`: the run's busy CPU seconds over the machine's cores, the
 shortest the same work could take however it were ordered. Prints one JSON line per run, then
 the means. The database is dropped at the end. For an A/B, run it from two source trees,
 alternately.
@@ -39,7 +40,10 @@ PHASES = ("_bulk", "_index_staging", "_vacuum_staging", "_swap")
 def _busy_s() -> float:
     """CPU seconds the whole machine has spent busy (every core, every process) so far."""
     times = psutil.cpu_times()
-    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+    # Linux counts guest time in user and nice already; idle, iowait and steal (the
+    # hypervisor running someone else) are no work of this machine's
+    left_out = ("idle", "iowait", "steal", "guest", "guest_nice")
+    return float(sum(getattr(times, f) for f in times._fields if f not in left_out))
 
 
 def timed_run(settings: Any) -> dict[str, float]:
