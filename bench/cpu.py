@@ -23,17 +23,20 @@ def _seconds(proc: psutil.Process) -> float | None:
     return None
 
 
-def _busy() -> float:
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy so far (every core, every process).
+    Linux counts guest time in user and nice already; idle, iowait and steal (the hypervisor
+    running someone else) are no work of this machine's."""
     times = psutil.cpu_times()
-    idle = times.idle + getattr(times, "iowait", 0.0)
-    return float(sum(times) - idle)
+    left_out = ("idle", "iowait", "steal", "guest", "guest_nice")
+    return float(sum(getattr(times, f) for f in times._fields if f not in left_out))
 
 
 def _snapshot(groups: Groups) -> tuple[dict[str, dict[int, float]], float]:
     found: dict[str, dict[int, float]] = {}
     for name, procs in groups().items():
         found[name] = {p.pid: seconds for p in procs if (seconds := _seconds(p)) is not None}
-    return found, _busy()
+    return found, busy_seconds()
 
 
 def process_groups(named: dict[str, psutil.Process], generator: str) -> Groups:

@@ -8,12 +8,14 @@ spread over tenants as the growth scenario spreads them (80% in one, the rest ov
 then rebuilds the `customers` read model `--runs` times, as `beeoclock replay --projection
 customers` does (worker processes included), timing each phase: the bulk phase (read, decode
 and open, fold, copy in), the staging table's indexes, its VACUUM (ANALYZE), the swap (no
-Redis: dropping cached answers is skipped), each with the cores the machine kept busy in it
-(`bulk_cores`, ...; the kernel counts in 10 ms ticks, so a phase of well under a second gets a
-coarse figure), and `packed_s`: the run's busy CPU seconds over the machine's cores, the
-shortest the same work could take however it were ordered. Prints one JSON line per run, then
-the means. The database is dropped at the end. For an A/B, run it from two source trees,
-alternately.
+Redis: dropping cached answers is skipped), each with the cores the whole machine kept busy in
+it (`bulk_cores`, ...; none for a phase under a second: the kernel counts in 10 ms ticks),
+and `packed_s`: the run's busy CPU seconds over the machine's cores, the shortest the same
+work could take in any order, a lower bound when nothing else runs on the machine and the
+hypervisor delivers whole cores (stolen time is in the wall time, not in `packed_s`). The
+store is vacuumed and checkpointed after seeding, so that neither lands in a run. Prints one
+JSON line per run, then the means (rates as total events over total seconds). The database is
+dropped at the end. For an A/B, run it from two source trees, alternately.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from collections.abc import Callable
 from typing import Any
 
 import psutil
+import psycopg
 
 from bench import data
+from bench.cpu import busy_seconds
 from bench.profiles import FULL
 from bench.scenarios import growth_plan
 from bench.system import DEFAULT_POSTGRES, fresh_database, new_values
@@ -37,50 +41,43 @@ from bench.system import DEFAULT_POSTGRES, fresh_database, new_values
 PHASES = ("_bulk", "_index_staging", "_vacuum_staging", "_swap")
 
 
-def _busy_s() -> float:
-    """CPU seconds the whole machine has spent busy (every core, every process) so far."""
-    times = psutil.cpu_times()
-    # Linux counts guest time in user and nice already; idle, iowait and steal (the
-    # hypervisor running someone else) are no work of this machine's
-    left_out = ("idle", "iowait", "steal", "guest", "guest_nice")
-    return float(sum(getattr(times, f) for f in times._fields if f not in left_out))
-
-
-def timed_run(settings: Any) -> dict[str, float]:
+def timed_run(settings: Any) -> dict[str, float | None]:
     """One whole-table replay of `customers`, its phases timed (seconds), with how many cores
-    the machine kept busy in each (`<phase>_cores`), and `packed_s`: the replay's time had
-    the CPU it took been spread over every core all along (its busy CPU seconds over the
-    cores), the shortest any reordering of the same work could take on this machine."""
+    the machine kept busy in each (`<phase>_cores`, None under a second), and `packed_s`:
+    the replay's time had the CPU the machine spent in it been spread over every core all
+    along (busy CPU seconds over the cores), the shortest any order of the same work could
+    take on this machine."""
     from workers import replay
 
-    spent: dict[str, float] = {}
+    spent: dict[str, float | None] = {}
     originals = {name: getattr(replay.Replay, name) for name in PHASES}
 
     def timing(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            started, busy = time.perf_counter(), _busy_s()
+            started, busy = time.perf_counter(), busy_seconds()
             try:
                 return method(*args, **kwargs)
             finally:
                 wall = time.perf_counter() - started
                 spent[name.strip("_")] = round(wall, 3)
-                spent[name.strip("_") + "_cores"] = round((_busy_s() - busy) / wall, 2)
+                cores = (busy_seconds() - busy) / wall
+                spent[name.strip("_") + "_cores"] = round(cores, 2) if wall >= 1 else None
 
         return timed
 
     for name, method in originals.items():
         setattr(replay.Replay, name, timing(name, method))
     try:
-        started, busy = time.perf_counter(), _busy_s()
+        started, busy = time.perf_counter(), busy_seconds()
         report = replay.Replay(settings, replay.TARGETS["customers"], progress=False).run()
-        spent["total"] = round(time.perf_counter() - started, 3)
-        spent["packed_s"] = round((_busy_s() - busy) / (psutil.cpu_count() or 1), 3)
+        total = time.perf_counter() - started
+        packed = (busy_seconds() - busy) / (psutil.cpu_count() or 1)
     finally:
         for name, method in originals.items():
             setattr(replay.Replay, name, method)
-    spent["events"] = report.events
-    spent["events_per_s"] = round(report.events / spent["total"])
-    spent["packed_events_per_s"] = round(report.events / spent["packed_s"])
+    spent.update(total=round(total, 3), packed_s=round(packed, 3), events=report.events)
+    spent["events_per_s"] = round(report.events / total)
+    spent["packed_events_per_s"] = round(report.events / packed)
     return spent
 
 
@@ -114,16 +111,28 @@ def main() -> None:
             seeded = data.seed_customers(app, plan, "phases", per_save=200)
         finally:
             app.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM (ANALYZE) panel_events")
+            conn.execute("CHECKPOINT")
         print(f"seeded {seeded.customers:,} customers ({seeded.events:,} store events)", flush=True)
         runs = []
         for _ in range(args.runs):
             runs.append(timed_run(settings))
             print(json.dumps(runs[-1]), flush=True)
-        means: dict[str, float] = {}
-        for k in runs[0]:
-            mean = statistics.mean(r[k] for r in runs)
-            means[k] = round(mean) if k.endswith(("events", "per_s")) else round(mean, 3)
-        print("mean", json.dumps(means), flush=True)
+        print("mean", json.dumps(_means(runs)), flush=True)
+
+
+def _means(runs: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """The runs' means; a rate as the events of all runs over their seconds."""
+    means: dict[str, float | None] = {}
+    for k in runs[0]:
+        values = [v for r in runs if (v := r.get(k)) is not None]
+        means[k] = round(statistics.mean(values), 3) if values else None
+    events = sum(float(r["events"] or 0) for r in runs)
+    means["events"] = round(events / len(runs))
+    for rate, seconds in (("events_per_s", "total"), ("packed_events_per_s", "packed_s")):
+        means[rate] = round(events / sum(float(r[seconds] or 0) for r in runs))
+    return means
 
 
 if __name__ == "__main__":
