@@ -7,14 +7,14 @@ Seeds `--customers` customers (each with its two uniqueness records, so three st
 spread over tenants as the growth scenario spreads them (80% in one, the rest over 1,000),
 then rebuilds the `customers` read model `--runs` times, as `beeoclock replay --projection
 customers` does (worker processes included), timing each phase: the bulk phase (read, decode
-and open, fold, copy in), the staging table's indexes, its VACUUM (ANALYZE), the swap (no
-Redis: dropping cached answers is skipped), each with the cores the whole machine kept busy in
-it (`bulk_cores`, ...; none for a phase under a second: the kernel counts in 10 ms ticks),
-and `packed_s`: the run's busy CPU seconds over the machine's cores, the shortest the same
-work could take in any order, a lower bound when nothing else runs on the machine and the
-hypervisor delivers whole cores (stolen time is in the wall time, not in `packed_s`). The
-store is vacuumed and checkpointed after seeding, so that neither lands in a run. Prints one
-JSON line per run, then the means (rates as total events over total seconds). The database is
+and open, fold, copy in), the staging table's indexes with each partition's VACUUM (ANALYZE),
+the swap (no Redis: dropping cached answers is skipped), each with the cores the whole machine
+kept busy in it (`bulk_cores`, ...; none for a phase under a second: the kernel counts in 10 ms
+ticks), and `packed_s`: the run's busy CPU seconds over the machine's cores, the shortest the
+same work could take in any order, a lower bound when nothing else runs on the machine and the
+hypervisor delivers whole cores (stolen time is in the wall time, not in `packed_s`). The store
+is vacuumed and checkpointed after seeding, so that neither lands in a run. Prints one JSON
+line per run, then the means (rates as total events over total seconds). The database is
 dropped at the end. For an A/B, run it from two source trees, alternately.
 """
 
@@ -38,7 +38,7 @@ from bench.profiles import FULL
 from bench.scenarios import growth_plan
 from bench.system import DEFAULT_POSTGRES, fresh_database, new_values
 
-PHASES = ("_bulk", "_index_staging", "_vacuum_staging", "_swap")
+PHASES = ("_bulk", "_index_staging", "_swap")
 
 
 def timed_run(settings: Any) -> dict[str, float | None]:

@@ -200,17 +200,18 @@ class Replay:
 
     def run(self) -> Report:
         """Rebuild and swap in."""
-        with self._session() as (conn, app):
-            report = self._build(conn, app, fresh=self.restart)
-            self._swap(conn, app, report)
+        with self._session() as conn:
+            report = self._build(conn, fresh=self.restart)
+            with self._application() as app:
+                self._swap(conn, app, report)
         self._drop_cached()
         return report
 
     def check(self) -> Report:
         """Rebuild into a staging table, compare with the live table, drop the staging."""
-        with self._session() as (conn, app):
-            report = self._build(conn, app, fresh=True)
-            with conn.transaction():
+        with self._session() as conn:
+            report = self._build(conn, fresh=True)
+            with self._application() as app, conn.transaction():
                 self._catch_up(conn, app, report)
                 self._compare(conn, report)
                 self._drop_staging(conn)
@@ -220,30 +221,37 @@ class Replay:
     # -- building ------------------------------------------------------------------
 
     @contextmanager
-    def _session(self) -> Iterator[tuple[psycopg.Connection[Any], PanelApplication]]:
-        app = panel_application(self.settings, pool_size=2)
-        if app.vault is None:
+    def _session(self) -> Iterator[psycopg.Connection[Any]]:
+        """The run's connection, holding its advisory lock (one run of a name at a time)."""
+        if not self.settings.master_key:
             msg = "replaying needs BEEOCLOCK_MASTER_KEY (to open personal data)"
             raise ReplayError(msg)
+        with psycopg.connect(self.settings.database_url) as conn:
+            key = int.from_bytes(hashlib.blake2b(self.run_name.encode(), digest_size=4).digest())
+            row = conn.execute(
+                "SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_CLASS, key - 2**31)
+            ).fetchone()
+            conn.commit()
+            if not row or not row[0]:
+                msg = f"a replay of {self.run_name} is already running"
+                raise ReplayError(msg)
+            yield conn
+
+    @contextmanager
+    def _application(self) -> Iterator[PanelApplication]:
+        """The application (event store, vault) for reading and opening events. Made only
+        where it is used: its connection pool runs threads, and the bulk phase's worker
+        processes are forked before any runs (see `_start_parts`)."""
+        app = panel_application(self.settings, pool_size=2)
         try:
-            with psycopg.connect(self.settings.database_url) as conn:
-                key = int.from_bytes(
-                    hashlib.blake2b(self.run_name.encode(), digest_size=4).digest()
-                )
-                row = conn.execute(
-                    "SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_CLASS, key - 2**31)
-                ).fetchone()
-                conn.commit()
-                if not row or not row[0]:
-                    msg = f"a replay of {self.run_name} is already running"
-                    raise ReplayError(msg)
-                yield conn, app
+            if app.vault is None:
+                msg = "replaying needs BEEOCLOCK_MASTER_KEY (to open personal data)"
+                raise ReplayError(msg)
+            yield app
         finally:
             app.close()
 
-    def _build(
-        self, conn: psycopg.Connection[Any], app: PanelApplication, *, fresh: bool
-    ) -> Report:
+    def _build(self, conn: psycopg.Connection[Any], *, fresh: bool) -> Report:
         """The staging table, filled up to a recent position: the bulk phase (see `_bulk`),
         then, whole-table, the live table's indexes and statistics. A run found half done
         (its staging table still there) goes on where it stopped, unless `fresh`."""
@@ -270,10 +278,9 @@ class Replay:
                 if until is not None and not parts:  # the phase had not begun
                     parts = self._plan_parts(conn, until)
         if until is not None:
-            self._bulk(conn, app, report, until, parts)
+            self._bulk(conn, report, until, parts)
         if not self.tenant:
             self._index_staging(conn)
-            self._vacuum_staging(conn)
         return report
 
     # -- the bulk phase ------------------------------------------------------------
@@ -312,7 +319,6 @@ class Replay:
     def _bulk(
         self,
         conn: psycopg.Connection[Any],
-        app: PanelApplication,
         report: Report,
         until: int,
         parts: list[Part],
@@ -324,8 +330,8 @@ class Replay:
         midway resumes after it. Several parts run in worker processes, one per core."""
         afters = [self._after(conn, p) for p in parts]
         if len(parts) == 1:
-            batches = self._bulk_part(app, parts[0], until)
-        else:  # the workers start up (imports) while this process counts
+            batches = self._bulk_here(parts[0], until)
+        else:  # the workers start while this process counts
             batches = self._start_parts(until, parts)
         if any(afters):
             total = sum(
@@ -352,9 +358,24 @@ class Replay:
                 "DELETE FROM replay_runs WHERE starts_with(name, %s)", (self.run_name + "#",)
             )
 
+    def _bulk_here(self, part: Part, until: int) -> Iterator[tuple[int, int]]:
+        """The bulk phase in this process, in one part."""
+        with self._application() as app:
+            yield from self._bulk_part(app, part, until)
+
     def _start_parts(self, until: int, parts: list[Part]) -> Iterator[tuple[int, int]]:
-        """A worker process per part, started; the (events, rows) of each batch they commit."""
-        context = multiprocessing.get_context("spawn")
+        """A worker process per part, started; the (events, rows) of each batch they commit.
+
+        Forked where the platform can: a worker then starts with this process's modules
+        already imported, where a spawned one first spends about half a second of a core
+        importing them again (see bench/README.md, "Replay"). Nothing here runs a thread yet
+        (the application, whose connection pool does, is made after the bulk phase), and a
+        worker uses none of this process's connections: it opens its own (psycopg never
+        closes a connection from a process other than the one that opened it)."""
+        forks = "fork" in multiprocessing.get_all_start_methods()
+        context = (
+            multiprocessing.get_context("fork") if forks else multiprocessing.get_context("spawn")
+        )
         done: Any = context.Queue()
         workers = [
             context.Process(
@@ -643,7 +664,18 @@ class Replay:
         partition's indexes are built on their own, as many at once as there are workers
         (largest partition and dearest index first: one tenant may hold most rows), then the
         staging table's own, which adopt its partitions' instead of building anything. A
-        build stopped midway resumes: an index a partition already has is not built again."""
+        build stopped midway resumes: an index a partition already has is not built again.
+
+        Each partition is vacuumed and analyzed too, once its indexes are built, on the same
+        connections: statistics and a visibility map for the new table before it goes live
+        (without them the planner guesses a tenant's row count and sorts whole tenants for a
+        page, and counts can't be answered from the index alone, until autovacuum comes by).
+        The smaller partitions' are done while the largest one's dearest index is still
+        being built; that partition's VACUUM comes last and waits for its indexes (their
+        locks conflict). The partitioned table itself gets no statistics of its own, as the
+        live one never does from autovacuum: every query names its tenant, so the planner
+        reads the partition's (analyzing it would sample every partition again, and PostgreSQL
+        15 cannot analyze a partitioned table without all its partitions)."""
         indexes = self._indexes(conn, self.target.table)
         partitions = [
             name
@@ -663,6 +695,8 @@ class Replay:
                             sql.SQL("UNIQUE " if unique else ""), _ident(partition), sql.SQL(using)
                         )
                     )
+        for partition in reversed(partitions):
+            jobs.put(sql.SQL("VACUUM (ANALYZE) {}").format(_ident(partition)))
         conn.commit()
         self._run_in_parallel(jobs)
         with conn.transaction():
@@ -734,7 +768,7 @@ class Replay:
 
     def _run_in_parallel(self, statements: queue.SimpleQueue[sql.Composed]) -> None:
         """Run the statements, in the order given, on as many connections as there are
-        workers."""
+        workers (outside transactions: VACUUM is among them)."""
 
         def run() -> None:
             with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
@@ -748,16 +782,6 @@ class Replay:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="replay-index") as pool:
             for done in [pool.submit(run) for _ in range(self.workers)]:
                 done.result()
-
-    def _vacuum_staging(self, conn: psycopg.Connection[Any]) -> None:
-        """Statistics and a visibility map for the new table before it goes live: without
-        them the planner guesses a tenant's row count and sorts whole tenants for a page, and
-        counts can't be answered from the index alone, until autovacuum comes by."""
-        conn.autocommit = True  # VACUUM runs outside a transaction
-        try:
-            conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(_ident(self.staging)))
-        finally:
-            conn.autocommit = False
 
     def _copy_access(self, conn: psycopg.Connection[Any]) -> None:
         """The live table's grants, row-level security and policies, on the staging table."""
@@ -927,7 +951,7 @@ def _bulk_worker(
     done: Any,
     parent: int,
 ) -> None:
-    """A worker process of `Replay._bulk_in_processes`: one part of the bulk phase."""
+    """A worker process of `Replay._start_parts`: one part of the bulk phase."""
     threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
     replay = Replay(Settings(**settings), TARGETS[target], tenant, batch=batch, progress=False)
     replay.staging = staging
