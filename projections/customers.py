@@ -127,9 +127,10 @@ def search_text(state: CustomerState) -> str:
     then email, phone and note one per line, so a phrase (never multi-line) matches within
     one of them, not across two."""
     personal = state.personal
-    name = " ".join(v for f in ("firstName", "lastName") if (v := personal.get(f)))
-    lines = [name, *(personal.get(f) for f in ("email", "phone", "note"))]
-    return "\n".join(v for v in lines if v).lower()
+    first, last = personal.get("firstName"), personal.get("lastName")
+    name = f"{first} {last}" if first and last else first or last
+    lines = (name, personal.get("email"), personal.get("phone"), personal.get("note"))
+    return "\n".join([v for v in lines if v]).lower()
 
 
 def _row(state: CustomerState) -> tuple[Any, ...]:

@@ -44,16 +44,15 @@ def fold_batch(
     ((tenant, id), state) of the rows that exist, locked by the caller's transaction).
 
     Returns the new state of every entity the batch changed, keyed by (tenant, id)."""
-    states: dict[Key, S | None] = {}
+    keys: list[Key] = []
     for event in events:
         _, tenant_id, entity_id = split_stream_id(event.originator_id)
-        states[(tenant_id, entity_id)] = None
+        keys.append((tenant_id, entity_id))
+    states: dict[Key, S | None] = dict.fromkeys(keys)
     states.update(load(sorted(states)))
 
     changed: dict[Key, S] = {}
-    for event in events:
-        _, tenant_id, entity_id = split_stream_id(event.originator_id)
-        key = (tenant_id, entity_id)
+    for key, event in zip(keys, events, strict=True):
         state = states[key]
         version = state.version if state else 0
         if event.originator_version <= version:
