@@ -6,15 +6,16 @@
    (`customers__rebuild`, or one per tenant): no row is read back, locked or upserted. A big
    whole-table rebuild splits the entities into parts (by a hash of their id), one worker
    process per core. Each batch commits with its part's last entity in `replay_runs`, so an
-   interrupted replay resumes where it stopped.
+   interrupted replay resumes where it stopped. A whole-table staging table then gets the
+   live table's indexes, and each of its partitions a VACUUM (ANALYZE).
 2. The events written since are applied in notification order, version-gated as the
    projector applies them; each batch commits with the run's position.
-3. Caught up, the staging table gets the live table's indexes; then one short transaction
-   locks the live table against the projector's writes (reads go on), applies the last
-   events, and swaps: the live table is replaced by the staging one (whole-table replay), or
-   the tenant's rows are replaced by the rebuilt ones (`--tenant`). Readers see the old rows
-   until the commit and the new ones after it; the projector, blocked for that moment, then
-   goes on against the new table (its rows are version-gated, so nothing applies twice).
+3. Caught up, one short transaction locks the live table against the projector's writes
+   (reads go on), applies the last events, and swaps: the live table is replaced by the
+   staging one (whole-table replay), or the tenant's rows are replaced by the rebuilt ones
+   (`--tenant`). Readers see the old rows until the commit and the new ones after it; the
+   projector, blocked for that moment, then goes on against the new table (its rows are
+   version-gated, so nothing applies twice).
 4. Cached answers of what was rebuilt are dropped.
 
 `--check` rebuilds the same way into a staging table that is compared with the live one and
@@ -32,6 +33,7 @@ import multiprocessing
 import os
 import queue
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -366,13 +368,16 @@ class Replay:
     def _start_parts(self, until: int, parts: list[Part]) -> Iterator[tuple[int, int]]:
         """A worker process per part, started; the (events, rows) of each batch they commit.
 
-        Forked where the platform can: a worker then starts with this process's modules
-        already imported, where a spawned one first spends about half a second of a core
-        importing them again (see bench/README.md, "Replay"). Nothing here runs a thread yet
-        (the application, whose connection pool does, is made after the bulk phase), and a
-        worker uses none of this process's connections: it opens its own (psycopg never
-        closes a connection from a process other than the one that opened it)."""
-        forks = "fork" in multiprocessing.get_all_start_methods()
+        Forked on Linux when this process runs no other thread: a worker then starts with
+        this process's modules already imported, where a spawned one first spends about half
+        a second of a core importing them again (see bench/README.md, "Replay"). In the CLI
+        no other thread runs here (the application, whose connection pool does, is made
+        after the bulk phase); elsewhere (macOS, whose system libraries may run threads, or
+        a caller with threads of its own) the workers are spawned. A forked worker uses none
+        of this process's connections: it opens its own, and it ends with `os._exit`, so it
+        never closes the ones it inherited (nor does psycopg's finalizer, which closes a
+        connection only in the process that opened it)."""
+        forks = sys.platform == "linux" and threading.active_count() == 1
         context = (
             multiprocessing.get_context("fork") if forks else multiprocessing.get_context("spawn")
         )
@@ -666,16 +671,17 @@ class Replay:
         staging table's own, which adopt its partitions' instead of building anything. A
         build stopped midway resumes: an index a partition already has is not built again.
 
-        Each partition is vacuumed and analyzed too, once its indexes are built, on the same
-        connections: statistics and a visibility map for the new table before it goes live
-        (without them the planner guesses a tenant's row count and sorts whole tenants for a
-        page, and counts can't be answered from the index alone, until autovacuum comes by).
-        The smaller partitions' are done while the largest one's dearest index is still
-        being built; that partition's VACUUM comes last and waits for its indexes (their
-        locks conflict). The partitioned table itself gets no statistics of its own, as the
-        live one never does from autovacuum: every query names its tenant, so the planner
-        reads the partition's (analyzing it would sample every partition again, and PostgreSQL
-        15 cannot analyze a partitioned table without all its partitions)."""
+        Each partition is vacuumed and analyzed too, on the same connections, its VACUUM
+        queued after every index build: statistics and a visibility map for the new table
+        before it goes live (without them the planner guesses a tenant's row count and sorts
+        whole tenants for a page, and counts can't be answered from the index alone, until
+        autovacuum comes by). The smaller partitions' are done while the largest one's
+        dearest index is still being built; that partition's VACUUM comes last and waits for
+        its index builds (their locks conflict). The partitioned table itself gets no
+        statistics of its own, as the live one never does from autovacuum: a scan of a
+        partition is planned with that partition's statistics, and the read API's queries
+        name their tenant (analyzing the partitioned table would sample every partition again,
+        and PostgreSQL before 18 cannot analyze it without all its partitions)."""
         indexes = self._indexes(conn, self.target.table)
         partitions = [
             name
@@ -772,6 +778,9 @@ class Replay:
 
         def run() -> None:
             with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+                # a VACUUM waits for its partition's index builds: no lock timeout set for
+                # the role or database may fail it
+                conn.execute("SET lock_timeout = 0")
                 while True:
                     try:
                         statement = statements.get_nowait()
