@@ -1,0 +1,167 @@
+"""The projector at rest (workers/projector.py): quiet for a while, it stops polling the broker
+and waits on the event store's NOTIFY channel; a write rings it awake before its events reach
+Kafka, and a fault of that channel only makes it poll again. Real PostgreSQL and a real
+Kafka-protocol broker; the relay and the projector run in threads of the test."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from beeoclock import kafka
+from beeoclock.bootstrap import panel_application
+from beeoclock.settings import Settings
+from commands import handlers
+from commands.context import Meta
+from commands.customer import RegisterCustomer
+from tests.support import eventually
+from workers import projector as projector_module
+from workers.projector import Doorbell, Projector
+from workers.relay import Relay
+
+
+class Polls:
+    """Counts the projector consumer's polls (the consumer is the real one)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.consumer: Any = None
+        self.real = kafka.consumer
+
+    def make(self, settings: Settings, **overrides: Any) -> Any:
+        consumer = self.real(settings, **overrides)
+        poll = consumer.poll
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return poll(*args, **kwargs)
+
+        consumer.poll = counted
+        self.consumer = consumer
+        return consumer
+
+
+@pytest.fixture
+def polls(monkeypatch: pytest.MonkeyPatch) -> Polls:
+    counter = Polls()
+    monkeypatch.setattr(projector_module.kafka, "consumer", counter.make)
+    return counter
+
+
+@pytest.fixture
+def dozes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, bool]]:
+    """(wait, rung) of every look at the doorbell that waited: a doze, and how it ended."""
+    seen: list[tuple[float, bool]] = []
+    rang = Doorbell.rang
+
+    def recorded(self: Doorbell, wait_s: float = 0.0) -> bool:
+        rung = rang(self, wait_s)
+        if wait_s > 0:
+            seen.append((wait_s, rung))
+        return rung
+
+    monkeypatch.setattr(Doorbell, "rang", recorded)
+    return seen
+
+
+@pytest.fixture
+def pipeline(
+    settings: Settings, polls: Polls, dozes: list[tuple[float, bool]]
+) -> Iterator[Projector]:
+    """Relay and projector running; the projector dozes after half a second of quiet."""
+    relay, projector = Relay(settings), Projector(settings)
+    projector.idle_after_s = 0.5
+    threads = [threading.Thread(target=w.run, daemon=True) for w in (relay, projector)]
+    for thread in threads:
+        thread.start()
+    try:
+        # joined its group and assigned its partitions (tansu completes a join only after the
+        # rebalance timeout)
+        eventually(lambda: polls.consumer is not None and polls.consumer.assignment(), 60)
+        yield projector
+    finally:
+        relay.stop()
+        projector.stop()
+        for thread in threads:
+            thread.join(timeout=70)
+
+
+def register(settings: Settings, tenant: str) -> str:
+    app = panel_application(settings)
+    try:
+        customer_id = uuid.uuid4().hex[:24]
+        meta = Meta(tenant, "u1", uuid.uuid4().hex, datetime.now(UTC))
+        handlers.register_customer(
+            app,
+            RegisterCustomer(
+                meta, customer_id, {"firstName": "Ola"}, "regular", "active", [], None
+            ),
+        )
+        return customer_id
+    finally:
+        app.close()
+
+
+def projected(settings: Settings, tenant: str, customer_id: str) -> bool:
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute(
+            "SELECT 1 FROM customers WHERE tenant_id = %s AND id = %s", (tenant, customer_id)
+        ).fetchone()
+    return row is not None
+
+
+def test_at_rest_it_stops_polling_and_a_write_wakes_it(
+    settings: Settings, pipeline: Projector, polls: Polls, dozes: list[tuple[float, bool]]
+) -> None:
+    time.sleep(pipeline.idle_after_s + 1.0)  # quiet long enough to doze
+    before = polls.count
+    time.sleep(3.0)
+    # awake, an empty poll lasts 200 ms (15 in these 3 s); dozing, one short look a second
+    assert polls.count - before <= 5
+    assert dozes  # it dozed
+    assert not any(rung for _, rung in dozes)  # and nothing rang
+    assert all(wait == pipeline.doze_s for wait, _ in dozes)
+
+    tenant = uuid.uuid4().hex[:24]
+    customer_id = register(settings, tenant)
+    eventually(lambda: projected(settings, tenant, customer_id), timeout_s=20)
+    # the store's NOTIFY ended a doze: the projector was polling again before the relay had
+    # published the write's events
+    assert any(rung for _, rung in dozes)
+
+
+def test_a_lost_channel_makes_it_poll_and_is_made_again(settings: Settings) -> None:
+    bell = Doorbell(settings.database_url, "panel_events")
+    try:
+        assert bell.rang() is False  # connected and listening, nothing committed
+        with psycopg.connect(settings.database_url, autocommit=True) as other:
+            other.execute("NOTIFY panel_events")
+            other.execute("NOTIFY panel_events")
+            time.sleep(0.1)
+            assert bell.rang() is True
+            assert bell.rang() is False  # both rings taken at once
+            assert bell.conn is not None
+            pid = bell.conn.info.backend_pid
+            other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            time.sleep(0.1)
+            assert bell.rang(0.5) is True  # the fault counts as a ring: poll meanwhile
+            assert bell.conn is None
+            bell.retry_s = 0.0
+            assert bell.rang() is False  # connected again
+            other.execute("NOTIFY panel_events")
+            assert bell.rang(5.0) is True
+    finally:
+        bell.close()
+
+
+def test_an_unreachable_channel_counts_as_a_ring() -> None:
+    bell = Doorbell("postgresql://nobody@127.0.0.1:1/none", "panel_events")
+    assert bell.rang(1.0) is True
+    assert bell.conn is None
