@@ -692,6 +692,21 @@ def _section_memory(s: dict[str, Any]) -> list[str]:
         "apart, idle, after the load scenarios; peak = the highest 1 s sample of the run.",
         "",
         *_table(["process", "steady MiB", "peak MiB", "target MiB"], rows),
+        *_at_rest(m.get("cpu_at_rest") or {}),
+    ]
+
+
+def _at_rest(used: dict[str, Any]) -> list[str]:
+    """The cores the system takes at rest (no load), by group of processes."""
+    cores = {name: c for name, c in (used.get("cores") or {}).items() if name != "load generator"}
+    if not cores:
+        return []
+    shown = ", ".join(f"{name} {c:.3f}" for name, c in cores.items() if c >= 0.001)
+    return [
+        "",
+        f"At rest, over {used['seconds']:g} s of those samples: {sum(cores.values()):.3f} "
+        f"cores in all, the machine {used['busy']:.0%} busy ({shown or 'every group under 0.001'}"
+        "; an API's workers and PostgreSQL's backends are summed).",
     ]
 
 

@@ -379,19 +379,24 @@ def reads(ctx: Context) -> dict[str, Any]:
 
 def memory(ctx: Context) -> dict[str, Any]:
     """RSS of each process at steady state (idle, after the load scenarios): the median of
-    five samples a second apart; the peak is the highest sample seen during the whole run."""
+    five samples a second apart; the peak is the highest sample seen during the whole run.
+    Also the cores each group of processes uses at rest, over those seconds."""
     assert ctx.memory is not None
     time.sleep(2)
     samples = []
-    for _ in range(5):
-        samples.append(ctx.memory.snapshot())
-        time.sleep(1)
+    # the CPU the system takes at rest, over the same seconds (no load generator runs)
+    groups = cpu.process_groups(ctx.memory.procs, "bench.at-rest")
+    with cpu.cpu_window(groups, 0.0, 4.5) as at_rest:
+        for _ in range(5):
+            samples.append(ctx.memory.snapshot())
+            time.sleep(1)
     names = sorted(set().union(*samples))
     steady = {n: sorted(s.get(n, 0) for s in samples)[len(samples) // 2] for n in names}
     return {
         "steady_rss_bytes": steady,
         "peak_rss_bytes": dict(sorted(ctx.memory.peak.items())),
         "pids": ctx.system.pids(),
+        "cpu_at_rest": at_rest,
     }
 
 

@@ -180,12 +180,14 @@ class Projector:
                     self.stopping.wait(1.0)
                     continue
                 records = [r for batch in polled.values() for r in batch]
+                # every ring is taken at once, busy or not, so none wait in the connection
+                rung = doorbell.rang()
                 if not records:
                     # a ring: events were committed, they are on their way; quiet for long
                     # enough, it waits for one (dozes) instead of polling
                     idle = time.monotonic() - quiet_since >= self.idle_after_s
                     doze_s = min(self.doze_s, self.settings.projector_rebalance_timeout_ms / 3000)
-                    if doorbell.rang(doze_s if idle and self.in_group else 0.0):
+                    if rung or (idle and self.in_group and doorbell.rang(doze_s)):
                         quiet_since = time.monotonic()
                     continue
                 quiet_since = time.monotonic()
