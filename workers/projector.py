@@ -16,11 +16,14 @@ themselves, the write path's commits, are always flushed.
 At rest the projector dozes. Polling an idle broker is not free (tansu answers an empty fetch
 only when `fetch_max_wait_ms`, 10 ms, has passed, so an idle consumer fetches a hundred times a
 second: 0.17 of a core here, and 0.09 more in the broker). Once nothing has arrived for
-`idle_after_s`, it waits instead on the event store's own NOTIFY channel, which every commit
-of events rings before the relay publishes them: woken by a write, it is polling again before
-the write's events reach Kafka, so a write's lag is unchanged. It looks in Kafka at least every
-`doze_s` all the same (events the relay sends with no new write, after a restart say), and
-without the channel (a lost connection) it polls as if awake until it is back.
+`idle_after_s`, it LISTENs on the event store's NOTIFY channel, which every commit of events
+rings, and if the relay has published every event committed so far (its recorded position is
+the store's last), it fetches once more and then waits for a ring instead of polling. A write
+wakes it before the relay publishes the write's events, so a write's lag is unchanged. It
+looks in Kafka at least every `doze_s` all the same, polls through a rebalance, and without
+the channel (a lost connection) it polls as if awake until it is back. It listens only while
+dozing: every listener is signalled at every commit, which under load would cost the write
+path for nothing.
 """
 
 from __future__ import annotations
@@ -88,47 +91,84 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class Doorbell:
-    """LISTEN on the event store's NOTIFY channel, rung by every commit of events (module
-    docstring). Any fault of its own connection counts as a ring: the projector then polls
-    as if it had never dozed, and the connection is made again at most every `retry_s`."""
+    """The event store's NOTIFY channel, listened to only while the projector dozes (module
+    docstring): a listener is signalled at every commit, and under load that would cost the
+    write path for nothing. Any fault of its own connection disarms it: the projector then
+    polls as if it had never dozed, and the connection is made again at most every
+    `retry_s`."""
 
     retry_s = 5.0
 
-    def __init__(self, database_url: str, channel: str) -> None:
+    def __init__(self, database_url: str, events_table: str, channel: str, relay: str) -> None:
         self.database_url = database_url
-        self.channel = channel
+        self.channel = sql.Identifier(channel)
+        self.relay = relay
+        # every event committed so far has been published: the relay's recorded position (it
+        # records one after the broker acknowledged the batch) is the store's last
+        self.settled = sql.SQL(
+            "SELECT coalesce((SELECT position FROM relay_positions WHERE name = %s), -1) "
+            ">= coalesce((SELECT max(notification_id) FROM {}), 0)"
+        ).format(sql.Identifier(events_table))
         self.conn: psycopg.Connection[Any] | None = None
         self.failed_at: float | None = None
+        self.armed = False
 
-    def rang(self, wait_s: float = 0.0) -> bool:
-        """Whether a commit rang since the last call (every pending ring is taken), waiting up
-        to `wait_s` for one."""
+    def arm(self) -> bool:
+        """LISTEN, then check that every event committed before has been published: if so,
+        every later commit rings, and True. False (not listening) while events are on their
+        way, or without the channel."""
         try:
             conn = self._connection()
             if conn is None:
-                return True
-            rung = any(True for _ in conn.notifies(timeout=wait_s, stop_after=1))
-            if rung:
-                for _ in conn.notifies(timeout=0):
-                    pass
-            return rung
+                return False
+            conn.execute(sql.SQL("LISTEN {}").format(self.channel))
+            row = conn.execute(self.settled, (self.relay,)).fetchone()
+            self.armed = True
+            if not (row and row[0]):
+                self.disarm()
         except psycopg.Error as exc:
-            log.warning("the store's NOTIFY channel was lost, polling Kafka meanwhile: %s", exc)
-            self.close()
-            self.failed_at = time.monotonic()
+            self._lost(exc)
+        return self.armed
+
+    def disarm(self) -> None:
+        """UNLISTEN, and take the rings already sent."""
+        if not self.armed or self.conn is None:
+            return
+        self.armed = False
+        try:
+            self.conn.execute(sql.SQL("UNLISTEN {}").format(self.channel))
+            for _ in self.conn.notifies(timeout=0):
+                pass
+        except psycopg.Error as exc:
+            self._lost(exc)
+
+    def rang(self, wait_s: float) -> bool:
+        """Whether a commit rang, waiting up to `wait_s` for one (armed; disarmed, or on a
+        fault, True: poll)."""
+        if not self.armed or self.conn is None:
             return True
+        try:
+            return any(True for _ in self.conn.notifies(timeout=wait_s, stop_after=1))
+        except psycopg.Error as exc:
+            self._lost(exc)
+            return True
+
+    def _lost(self, exc: psycopg.Error) -> None:
+        log.warning("the store's NOTIFY channel was lost, polling Kafka meanwhile: %s", exc)
+        self.close()
+        self.failed_at = time.monotonic()
 
     def _connection(self) -> psycopg.Connection[Any] | None:
         if self.conn is not None:
             return self.conn
         if self.failed_at is not None and time.monotonic() - self.failed_at < self.retry_s:
             return None
-        conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
-        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-        self.conn, self.failed_at = conn, None
-        return conn
+        self.conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
+        self.failed_at = None
+        return self.conn
 
     def close(self) -> None:
+        self.armed = False
         if self.conn is not None:
             self.conn.close()
             self.conn = None
@@ -166,31 +206,46 @@ class Projector:
         self.conn = self._connect()
         self.consumer = kafka.consumer(self.settings)
         self.consumer.subscribe(list(self.stream_of_topic), listener=_SeekToStoredOffsets(self))
-        channel: str = app.recorder.channel_name  # type: ignore[attr-defined]
-        doorbell = Doorbell(self.settings.database_url, channel)
+        recorder: Any = app.recorder
+        doorbell = Doorbell(
+            self.settings.database_url,
+            recorder.events_table_name,
+            recorder.channel_name,
+            self.settings.relay_name,
+        )
         quiet_since = time.monotonic()
+        looked = False  # since the doorbell was armed, a whole poll came back empty
         try:
             while not self.stopping.is_set():
-                awake = time.monotonic() - quiet_since < self.idle_after_s or not self.in_group
                 try:
                     # dozing, a look in Kafka is short: one or two fetches
-                    polled = self.consumer.poll(timeout_ms=200 if awake else 20)
+                    polled = self.consumer.poll(timeout_ms=20 if looked else 200)
                 except KafkaError as exc:
                     log.warning("kafka poll failed, polling again: %s", exc)
                     self.stopping.wait(1.0)
                     continue
                 records = [r for batch in polled.values() for r in batch]
-                # every ring is taken at once, busy or not, so none wait in the connection
-                rung = doorbell.rang()
                 if not records:
-                    # a ring: events were committed, they are on their way; quiet for long
-                    # enough, it waits for one (dozes) instead of polling
-                    idle = time.monotonic() - quiet_since >= self.idle_after_s
-                    doze_s = min(self.doze_s, self.settings.projector_rebalance_timeout_ms / 3000)
-                    if rung or (idle and self.in_group and doorbell.rang(doze_s)):
-                        quiet_since = time.monotonic()
+                    if doorbell.armed and not self.in_group:  # a rebalance: poll it through
+                        doorbell.disarm()
+                        looked = False
+                    elif doorbell.armed:
+                        # the first empty poll after arming fetched all that was published
+                        # before; after it, only a commit (a ring) brings more
+                        if looked and doorbell.rang(self._doze_s()):
+                            doorbell.disarm()
+                            quiet_since, looked = time.monotonic(), False
+                        else:
+                            looked = True
+                    elif (
+                        time.monotonic() - quiet_since >= self.idle_after_s
+                        and self.in_group
+                        and not doorbell.arm()
+                    ):
+                        quiet_since = time.monotonic()  # events on their way: stay awake
                     continue
-                quiet_since = time.monotonic()
+                doorbell.disarm()
+                quiet_since, looked = time.monotonic(), False
                 try:
                     self.apply(app, records, redis_client)
                 except TRANSIENT as exc:
@@ -204,6 +259,9 @@ class Projector:
             self.conn.close()
             redis_client.close()
             app.close()
+
+    def _doze_s(self) -> float:
+        return min(self.doze_s, self.settings.projector_rebalance_timeout_ms / 3000)
 
     def rewind(self) -> None:
         """Seek every assigned partition back to the offset the database holds, reconnecting

@@ -137,31 +137,46 @@ def test_at_rest_it_stops_polling_and_a_write_wakes_it(
     assert any(rung for _, rung in dozes)
 
 
-def test_a_lost_channel_makes_it_poll_and_is_made_again(settings: Settings) -> None:
-    bell = Doorbell(settings.database_url, "panel_events")
-    try:
-        assert bell.rang() is False  # connected and listening, nothing committed
-        with psycopg.connect(settings.database_url, autocommit=True) as other:
-            other.execute("NOTIFY panel_events")
-            other.execute("NOTIFY panel_events")
-            time.sleep(0.1)
-            assert bell.rang() is True
-            assert bell.rang() is False  # both rings taken at once
-            assert bell.conn is not None
-            pid = bell.conn.info.backend_pid
-            other.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            time.sleep(0.1)
-            assert bell.rang(0.5) is True  # the fault counts as a ring: poll meanwhile
-            assert bell.conn is None
-            bell.retry_s = 0.0
-            assert bell.rang() is False  # connected again
+def test_it_listens_only_once_every_commit_was_published(settings: Settings) -> None:
+    relay = f"relay-{uuid.uuid4().hex[:8]}"
+    bell = Doorbell(settings.database_url, "panel_events", "panel_events", relay)
+    with psycopg.connect(settings.database_url, autocommit=True) as other:
+        try:
+            assert bell.arm() is False  # no relay has recorded a position: events may be due
+            assert bell.rang(0.0) is True  # disarmed: poll
+            other.execute("INSERT INTO relay_positions (name, position) VALUES (%s, -5)", (relay,))
+            assert bell.arm() is False  # the relay is behind the store
+            other.execute(
+                "UPDATE relay_positions SET position = "
+                "(SELECT coalesce(max(notification_id), 0) FROM panel_events) WHERE name = %s",
+                (relay,),
+            )
+            assert bell.arm() is True
+            assert bell.rang(0.2) is False  # listening, nothing committed
             other.execute("NOTIFY panel_events")
             assert bell.rang(5.0) is True
-    finally:
-        bell.close()
+            other.execute("NOTIFY panel_events")
+            bell.disarm()  # the ring already sent is taken with it
+            assert bell.armed is False
+            assert bell.arm() is True
+            assert bell.rang(0.2) is False
+
+            assert bell.conn is not None
+            other.execute("SELECT pg_terminate_backend(%s)", (bell.conn.info.backend_pid,))
+            time.sleep(0.1)
+            assert bell.rang(0.5) is True  # the fault disarms it: poll meanwhile
+            assert bell.conn is None
+            assert bell.arm() is False  # not again before retry_s
+            bell.retry_s = 0.0
+            assert bell.arm() is True  # connected and listening again
+            other.execute("NOTIFY panel_events")
+            assert bell.rang(5.0) is True
+        finally:
+            bell.close()
 
 
-def test_an_unreachable_channel_counts_as_a_ring() -> None:
-    bell = Doorbell("postgresql://nobody@127.0.0.1:1/none", "panel_events")
+def test_an_unreachable_channel_means_polling() -> None:
+    bell = Doorbell("postgresql://nobody@127.0.0.1:1/none", "panel_events", "panel_events", "r")
+    assert bell.arm() is False
     assert bell.rang(1.0) is True
     assert bell.conn is None
