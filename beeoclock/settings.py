@@ -130,7 +130,10 @@ class Settings(BaseSettings):
         "gives up, records nothing, and sends again from its recorded position.",
     )
     relay_name: str = Field(
-        "relay", max_length=64, description="Name of the relay's tracked position."
+        "relay",
+        max_length=64,
+        description="Name of the relay's tracked position (the projector reads it to know "
+        "when it may doze at rest).",
     )
     consistency_timeout_ms: int = Field(
         3000,
