@@ -83,11 +83,13 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         log.info("partitions revoked: %s", revoked)
         self.projector.in_group = False
+        self.projector.rebalances += 1
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("partitions assigned: %s", assigned)
         self.projector.seek_to_stored_offsets(assigned)
         self.projector.in_group = True
+        self.projector.rebalances += 1
 
 
 class Doorbell:
@@ -99,8 +101,23 @@ class Doorbell:
 
     retry_s = 5.0
 
-    def __init__(self, database_url: str, events_table: str, channel: str, relay: str) -> None:
+    def __init__(
+        self, database_url: str, events_table: str, channel: str, relay: str, timeout_s: float
+    ) -> None:
         self.database_url = database_url
+        # a connection that waits idle while dozing: a peer gone without a word (a dropped
+        # NAT entry, a failover) must show as an error within the rebalance timeout, and so
+        # must a server that does not answer a connect (libpq counts it in whole seconds, 2 at
+        # least)
+        self.options: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": max(2, int(timeout_s)),
+            "keepalives": 1,
+            "keepalives_idle": max(1, int(timeout_s)),
+            "keepalives_interval": 1,
+            "keepalives_count": 2,
+            "tcp_user_timeout": int(timeout_s * 1000),
+        }
         self.channel = sql.Identifier(channel)
         self.relay = relay
         # every event committed so far has been published: the relay's recorded position (it
@@ -163,7 +180,7 @@ class Doorbell:
             return self.conn
         if self.failed_at is not None and time.monotonic() - self.failed_at < self.retry_s:
             return None
-        self.conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
+        self.conn = psycopg.connect(self.database_url, **self.options)
         self.failed_at = None
         return self.conn
 
@@ -191,8 +208,11 @@ class Projector:
         self.conn: psycopg.Connection[Any] | None = None
         self.consumer: KafkaConsumer | None = None
         # between an assignment and the next revocation: only then may it doze (kafka-python
-        # moves a group join along only while it polls)
+        # moves a group join along only while it polls); `rebalances` counts both, so that a
+        # revocation and an assignment within one poll show too (new partitions may hold
+        # events published before the doorbell was armed)
         self.in_group = False
+        self.rebalances = 0
 
     def stop(self) -> None:
         self.stopping.set()
@@ -212,9 +232,11 @@ class Projector:
             recorder.events_table_name,
             recorder.channel_name,
             self.settings.relay_name,
+            self._doze_s(),
         )
         quiet_since = time.monotonic()
         looked = False  # since the doorbell was armed, a whole poll came back empty
+        armed_at = 0  # `rebalances` when it was armed
         try:
             while not self.stopping.is_set():
                 try:
@@ -226,7 +248,7 @@ class Projector:
                     continue
                 records = [r for batch in polled.values() for r in batch]
                 if not records:
-                    if doorbell.armed and not self.in_group:  # a rebalance: poll it through
+                    if doorbell.armed and self.rebalances != armed_at:  # poll it through
                         doorbell.disarm()
                         looked = False
                     elif doorbell.armed:
@@ -237,12 +259,10 @@ class Projector:
                             quiet_since, looked = time.monotonic(), False
                         else:
                             looked = True
-                    elif (
-                        time.monotonic() - quiet_since >= self.idle_after_s
-                        and self.in_group
-                        and not doorbell.arm()
-                    ):
-                        quiet_since = time.monotonic()  # events on their way: stay awake
+                    elif time.monotonic() - quiet_since >= self.idle_after_s and self.in_group:
+                        armed_at = self.rebalances
+                        if not doorbell.arm():
+                            quiet_since = time.monotonic()  # events on their way: stay awake
                     continue
                 doorbell.disarm()
                 quiet_since, looked = time.monotonic(), False

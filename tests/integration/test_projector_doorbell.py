@@ -120,26 +120,51 @@ def projected(settings: Settings, tenant: str, customer_id: str) -> bool:
 def test_at_rest_it_stops_polling_and_a_write_wakes_it(
     settings: Settings, pipeline: Projector, polls: Polls, dozes: list[tuple[float, bool]]
 ) -> None:
-    time.sleep(pipeline.idle_after_s + 1.0)  # quiet long enough to doze
+    eventually(lambda: dozes, timeout_s=20)  # quiet long enough: it dozes
     before = polls.count
     time.sleep(3.0)
     # awake, an empty poll lasts 200 ms (15 in these 3 s); dozing, one short look a second
     assert polls.count - before <= 5
-    assert dozes  # it dozed
-    assert not any(rung for _, rung in dozes)  # and nothing rang
-    assert all(wait == pipeline.doze_s for wait, _ in dozes)
+    assert not any(rung for _, rung in dozes)  # nothing rang
+    assert all(wait == pipeline._doze_s() for wait, _ in dozes)
 
     tenant = uuid.uuid4().hex[:24]
     customer_id = register(settings, tenant)
     eventually(lambda: projected(settings, tenant, customer_id), timeout_s=20)
-    # the store's NOTIFY ended a doze: the projector was polling again before the relay had
-    # published the write's events
+    # the store's NOTIFY ended a doze (a doze that ran out would record no ring): the
+    # projector was polling again before the relay had published the write's events
     assert any(rung for _, rung in dozes)
+
+
+def test_a_lost_channel_makes_it_poll_until_the_channel_is_back(
+    settings: Settings,
+    pipeline: Projector,
+    dozes: list[tuple[float, bool]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Doorbell, "retry_s", 2.0)
+    eventually(lambda: dozes and not dozes[-1][1], timeout_s=20)  # dozing, nothing rang
+    with psycopg.connect(settings.database_url, autocommit=True) as other:
+        (killed,) = other.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() "
+            "AND query LIKE 'SELECT coalesce((SELECT position FROM relay_positions%'"
+        ).fetchone() or (0,)
+    assert killed == 1  # the doorbell's connection
+    seen = len(dozes)
+    # the fault ends the doze as a ring would: it polls again
+    eventually(lambda: any(rung for _, rung in dozes[seen:]), timeout_s=10)
+    tenant = uuid.uuid4().hex[:24]
+    customer_id = register(settings, tenant)
+    eventually(lambda: projected(settings, tenant, customer_id), timeout_s=20)
+    # connected again after retry_s, it dozes again
+    after = len(dozes)
+    eventually(lambda: any(not rung for _, rung in dozes[after:]), timeout_s=20)
 
 
 def test_it_listens_only_once_every_commit_was_published(settings: Settings) -> None:
     relay = f"relay-{uuid.uuid4().hex[:8]}"
-    bell = Doorbell(settings.database_url, "panel_events", "panel_events", relay)
+    bell = Doorbell(settings.database_url, "panel_events", "panel_events", relay, 1.0)
     with psycopg.connect(settings.database_url, autocommit=True) as other:
         try:
             assert bell.arm() is False  # no relay has recorded a position: events may be due
@@ -176,7 +201,9 @@ def test_it_listens_only_once_every_commit_was_published(settings: Settings) -> 
 
 
 def test_an_unreachable_channel_means_polling() -> None:
-    bell = Doorbell("postgresql://nobody@127.0.0.1:1/none", "panel_events", "panel_events", "r")
+    bell = Doorbell(
+        "postgresql://nobody@127.0.0.1:1/none", "panel_events", "panel_events", "r", 1.0
+    )
     assert bell.arm() is False
     assert bell.rang(1.0) is True
     assert bell.conn is None
