@@ -144,6 +144,7 @@ def test_a_lost_channel_makes_it_poll_until_the_channel_is_back(
 ) -> None:
     monkeypatch.setattr(Doorbell, "retry_s", 2.0)
     eventually(lambda: dozes and not dozes[-1][1], timeout_s=20)  # dozing, nothing rang
+    seen = len(dozes)
     with psycopg.connect(settings.database_url, autocommit=True) as other:
         (killed,) = other.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -151,7 +152,6 @@ def test_a_lost_channel_makes_it_poll_until_the_channel_is_back(
             "AND query LIKE 'SELECT coalesce((SELECT position FROM relay_positions%'"
         ).fetchone() or (0,)
     assert killed == 1  # the doorbell's connection
-    seen = len(dozes)
     # the fault ends the doze as a ring would: it polls again
     eventually(lambda: any(rung for _, rung in dozes[seen:]), timeout_s=10)
     tenant = uuid.uuid4().hex[:24]
