@@ -57,7 +57,8 @@ def polls(monkeypatch: pytest.MonkeyPatch) -> Polls:
 
 @pytest.fixture
 def dozes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, bool]]:
-    """(wait, rung) of every look at the doorbell that waited: a doze, and how it ended."""
+    """(wait, rung) of every look at the doorbell that waited: a doze, and how it ended; and
+    (0, False) whenever the projector stopped listening."""
     seen: list[tuple[float, bool]] = []
     rang = Doorbell.rang
 
@@ -68,6 +69,14 @@ def dozes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, bool]]:
         return rung
 
     monkeypatch.setattr(Doorbell, "rang", recorded)
+    disarm = Doorbell.disarm
+
+    def recorded_disarm(self: Doorbell) -> None:
+        if self.armed:
+            seen.append((0.0, False))  # (0, False): stopped listening
+        disarm(self)
+
+    monkeypatch.setattr(Doorbell, "disarm", recorded_disarm)
     return seen
 
 
@@ -126,14 +135,16 @@ def test_at_rest_it_stops_polling_and_a_write_wakes_it(
     # awake, an empty poll lasts 200 ms (15 in these 3 s); dozing, one short look a second
     assert polls.count - before <= 5
     assert not any(rung for _, rung in dozes)  # nothing rang
-    assert all(wait == pipeline._doze_s() for wait, _ in dozes)
+    assert all(wait == pipeline._doze_s() for wait, _ in dozes if wait)
 
     tenant = uuid.uuid4().hex[:24]
     customer_id = register(settings, tenant)
     eventually(lambda: projected(settings, tenant, customer_id), timeout_s=20)
     # the store's NOTIFY ended a doze (a doze that ran out would record no ring): the
     # projector was polling again before the relay had published the write's events
-    assert any(rung for _, rung in dozes)
+    rung_at = next(i for i, (_, rung) in enumerate(dozes) if rung)
+    # and awake it listens no more (a listener is signalled at every commit)
+    assert (0.0, False) in dozes[rung_at:]
 
 
 def test_a_lost_channel_makes_it_poll_until_the_channel_is_back(
@@ -143,7 +154,7 @@ def test_a_lost_channel_makes_it_poll_until_the_channel_is_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(Doorbell, "retry_s", 2.0)
-    eventually(lambda: dozes and not dozes[-1][1], timeout_s=20)  # dozing, nothing rang
+    eventually(lambda: dozes and dozes[-1] == (pipeline._doze_s(), False), 20)  # a doze ran out
     seen = len(dozes)
     with psycopg.connect(settings.database_url, autocommit=True) as other:
         (killed,) = other.execute(
@@ -159,7 +170,7 @@ def test_a_lost_channel_makes_it_poll_until_the_channel_is_back(
     eventually(lambda: projected(settings, tenant, customer_id), timeout_s=20)
     # connected again after retry_s, it dozes again
     after = len(dozes)
-    eventually(lambda: any(not rung for _, rung in dozes[after:]), timeout_s=20)
+    eventually(lambda: any(wait and not rung for wait, rung in dozes[after:]), timeout_s=20)
 
 
 def test_it_listens_only_once_every_commit_was_published(settings: Settings) -> None:
@@ -183,6 +194,9 @@ def test_it_listens_only_once_every_commit_was_published(settings: Settings) -> 
             other.execute("NOTIFY panel_events")
             bell.disarm()  # the ring already sent is taken with it
             assert bell.armed is False
+            assert bell.conn is not None
+            listening = bell.conn.execute("SELECT count(*) FROM pg_listening_channels()")
+            assert listening.fetchone() == (0,)  # not listening
             assert bell.arm() is True
             assert bell.rang(0.2) is False
 
