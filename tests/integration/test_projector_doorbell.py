@@ -55,14 +55,23 @@ def polls(monkeypatch: pytest.MonkeyPatch) -> Polls:
     return counter
 
 
-@pytest.fixture
-def dozes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, bool]]:
+class Dozes(list[tuple[float, bool]]):
     """(wait, rung) of every look at the doorbell that waited: a doze, and how it ended; and
-    (0, False) whenever the projector stopped listening."""
-    seen: list[tuple[float, bool]] = []
+    (0, False) whenever the projector stopped listening. `started` is set as a doze begins."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+
+
+@pytest.fixture
+def dozes(monkeypatch: pytest.MonkeyPatch) -> Dozes:
+    seen = Dozes()
     rang = Doorbell.rang
 
     def recorded(self: Doorbell, wait_s: float = 0.0) -> bool:
+        if wait_s > 0:
+            seen.started.set()
         rung = rang(self, wait_s)
         if wait_s > 0:
             seen.append((wait_s, rung))
@@ -81,9 +90,7 @@ def dozes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, bool]]:
 
 
 @pytest.fixture
-def pipeline(
-    settings: Settings, polls: Polls, dozes: list[tuple[float, bool]]
-) -> Iterator[Projector]:
+def pipeline(settings: Settings, polls: Polls, dozes: Dozes) -> Iterator[Projector]:
     """Relay and projector running; the projector dozes after half a second of quiet."""
     relay, projector = Relay(settings), Projector(settings)
     projector.idle_after_s = 0.5
@@ -102,17 +109,18 @@ def pipeline(
             thread.join(timeout=70)
 
 
-def register(settings: Settings, tenant: str) -> str:
+def register(settings: Settings, tenant: str, *, after: threading.Event | None = None) -> str:
+    """A new customer saved through the application, once `after` is set (if given)."""
     app = panel_application(settings)
     try:
         customer_id = uuid.uuid4().hex[:24]
         meta = Meta(tenant, "u1", uuid.uuid4().hex, datetime.now(UTC))
-        handlers.register_customer(
-            app,
-            RegisterCustomer(
-                meta, customer_id, {"firstName": "Ola"}, "regular", "active", [], None
-            ),
+        command = RegisterCustomer(
+            meta, customer_id, {"firstName": "Ola"}, "regular", "active", [], None
         )
+        if after is not None:
+            assert after.wait(20)
+        handlers.register_customer(app, command)
         return customer_id
     finally:
         app.close()
@@ -127,7 +135,7 @@ def projected(settings: Settings, tenant: str, customer_id: str) -> bool:
 
 
 def test_at_rest_it_stops_polling_and_a_write_wakes_it(
-    settings: Settings, pipeline: Projector, polls: Polls, dozes: list[tuple[float, bool]]
+    settings: Settings, pipeline: Projector, polls: Polls, dozes: Dozes
 ) -> None:
     eventually(lambda: dozes, timeout_s=20)  # quiet long enough: it dozes
     before = polls.count
@@ -137,10 +145,12 @@ def test_at_rest_it_stops_polling_and_a_write_wakes_it(
     assert not any(rung for _, rung in dozes)  # nothing rang
     assert all(wait == pipeline._doze_s() for wait, _ in dozes if wait)
 
+    # a write committed as a doze begins (a doze lasts a second, the save a few ms)
+    dozes.started.clear()
     tenant = uuid.uuid4().hex[:24]
-    customer_id = register(settings, tenant)
+    customer_id = register(settings, tenant, after=dozes.started)
     eventually(lambda: projected(settings, tenant, customer_id), timeout_s=20)
-    # the store's NOTIFY ended a doze (a doze that ran out would record no ring): the
+    # the store's NOTIFY ended that doze (a doze that ran out would record no ring): the
     # projector was polling again before the relay had published the write's events
     rung_at = next(i for i, (_, rung) in enumerate(dozes) if rung)
     # and awake it listens no more (a listener is signalled at every commit)
@@ -150,7 +160,7 @@ def test_at_rest_it_stops_polling_and_a_write_wakes_it(
 def test_a_lost_channel_makes_it_poll_until_the_channel_is_back(
     settings: Settings,
     pipeline: Projector,
-    dozes: list[tuple[float, bool]],
+    dozes: Dozes,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(Doorbell, "retry_s", 2.0)
