@@ -67,6 +67,8 @@ PARALLEL_FROM = 20_000
 MAX_WORKERS = 4
 #: the swap waits at most this long for the live table's lock
 LOCK_TIMEOUT = "30s"
+#: how often an index build or VACUUM checks that its replay is still there (ms)
+CLIENT_CHECK_MS = 1000
 _LOCK_CLASS = 0x7265706C  # advisory lock (class, hash of the run's name): one run at a time
 
 
@@ -667,7 +669,8 @@ class Replay:
         partition's indexes are built on their own, as many at once as there are workers
         (largest partition and dearest index first: one tenant may hold most rows), then the
         staging table's own, which adopt its partitions' instead of building anything. A
-        build stopped midway resumes: an index a partition already has is not built again.
+        build stopped midway resumes: an index a partition already has is not built again,
+        nor one that a killed run's backend is still building (see `_settle_orphans`).
 
         Each partition is vacuumed and analyzed too, on the same connections, its VACUUM
         queued after every index build: statistics and a visibility map for the new table
@@ -680,6 +683,7 @@ class Replay:
         partition is planned with that partition's statistics, and the read API's queries
         name their tenant (analyzing the partitioned table would sample every partition again,
         and PostgreSQL before 18 cannot analyze it without all its partitions)."""
+        self._settle_orphans(conn)
         indexes = self._indexes(conn, self.target.table)
         partitions = [
             name
@@ -726,6 +730,21 @@ class Replay:
                         sql.SQL(using),
                     )
                 )
+
+    def _settle_orphans(self, conn: psycopg.Connection[Any]) -> None:
+        """Wait until no other session builds an index on (or vacuums) the staging table.
+
+        A killed run's backends go on with the statement they were running until it ends or
+        they notice their client is gone (at most `CLIENT_CHECK_MS` later, see
+        `_maintenance_connection`; a run from before that setting builds to the end). An
+        index under way is not seen until it commits, so a resume that looked at once would
+        build the same index beside it. A lock that conflicts with `CREATE INDEX` and
+        `VACUUM`, taken and let go, waits for both."""
+        with conn.transaction():
+            conn.execute("SET LOCAL lock_timeout = 0")
+            conn.execute(
+                sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(_ident(self.staging))
+            )
 
     @staticmethod
     def _indexes(conn: psycopg.Connection[Any], table: str) -> list[tuple[str, bool, bool, str]]:
@@ -775,10 +794,7 @@ class Replay:
         workers (outside transactions: VACUUM is among them)."""
 
         def run() -> None:
-            with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
-                # a VACUUM waits for its partition's index builds: no lock timeout set for
-                # the role or database may fail it
-                conn.execute("SET lock_timeout = 0")
+            with self._maintenance_connection() as conn:
                 while True:
                     try:
                         statement = statements.get_nowait()
@@ -789,6 +805,24 @@ class Replay:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="replay-index") as pool:
             for done in [pool.submit(run) for _ in range(self.workers)]:
                 done.result()
+
+    @contextmanager
+    def _maintenance_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """An autocommit connection for index builds and VACUUM: named for operators
+        (`pg_stat_activity`), with no lock timeout (a VACUUM waits for its partition's index
+        builds: a timeout set for the role or database would fail it), and one whose
+        statement stops once this process is gone: PostgreSQL otherwise goes on building an
+        index for a client that was killed, beside the run that resumes it."""
+        with psycopg.connect(
+            self.settings.database_url, autocommit=True, application_name="beeoclock-replay"
+        ) as conn:
+            conn.execute("SET lock_timeout = 0")
+            try:
+                conn.execute(f"SET client_connection_check_interval = {CLIENT_CHECK_MS}")
+            except (psycopg.errors.InvalidParameterValue, psycopg.errors.UndefinedObject):
+                # before PostgreSQL 14, or a platform without the check
+                log.info("this PostgreSQL server cannot check for a lost client while busy")
+            yield conn
 
     def _copy_access(self, conn: psycopg.Connection[Any]) -> None:
         """The live table's grants, row-level security and policies, on the staging table."""
