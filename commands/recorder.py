@@ -26,7 +26,9 @@ forgotten, so its retry uses the stored key.
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +39,6 @@ from eventsourcing.persistence import (
     StoredEvent,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
-from eventsourcing.utils import retry
 from psycopg import Cursor, Rollback
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
@@ -45,6 +46,9 @@ from psycopg.sql import SQL, Identifier
 from events import pii
 
 MAX_GROUP = 256
+#: attempts of an insert whose connection was lost, and the wait between them
+ATTEMPTS = 10
+RETRY_WAIT_S = 0.2
 
 
 class _Pending:
@@ -86,10 +90,12 @@ class PanelRecorder(PostgresApplicationRecorder):
         # Under the table lock: leave out every command one of whose events is stored already
         # or whose new data key's subject has a key already (taken), then every command that
         # shares an event's (id, version) or a new key's subject with an earlier command
-        # still in (clash); insert the others' events in the order given (notification ids
-        # follow it) and their keys. Every row says how many keys went in, and of how many.
-        # Stored events and keys are looked up one index probe per row (LATERAL ... LIMIT 1),
-        # never by a join the planner may answer by hashing the whole table.
+        # not taken (clash); insert the others' events in the order given (notification ids
+        # follow it) and their keys. A row per event stored: its command, its place in the
+        # batch and its notification id, with how many keys went in, and of how many; then a
+        # row per command taken (the rest only). Stored events and keys are looked up one
+        # index probe per row (LATERAL ... LIMIT 1), never by a join the planner may answer
+        # by hashing the whole table.
         self._group_insert = SQL(
             "WITH batch AS (SELECT * FROM unnest(%b::int[], %b::text[], %b::bigint[], "
             "%b::text[], %b::bytea[]) WITH ORDINALITY "
@@ -114,14 +120,15 @@ class PanelRecorder(PostgresApplicationRecorder):
             "made AS (INSERT INTO pii_keys (tenant_id, subject_id, wrapped) "
             "SELECT tenant_id, subject_id, wrapped FROM kept_keys "
             "ON CONFLICT (tenant_id, subject_id) DO NOTHING RETURNING 1), "
+            "kept AS (SELECT * FROM batch WHERE command NOT IN (SELECT command FROM taken) "
+            "AND command NOT IN (SELECT command FROM clash)), "
             "stored AS (INSERT INTO {table} (originator_id, originator_version, topic, state) "
-            "SELECT originator_id, originator_version, topic, state FROM batch "
-            "WHERE command NOT IN (SELECT command FROM taken) "
-            "AND command NOT IN (SELECT command FROM clash) ORDER BY n "
+            "SELECT originator_id, originator_version, topic, state FROM kept ORDER BY n "
             "RETURNING originator_id, originator_version, notification_id) "
-            "SELECT originator_id, originator_version, notification_id, "
-            "(SELECT count(*) FROM made) AS keys_made, "
-            "(SELECT count(*) FROM kept_keys) AS keys_kept FROM stored"
+            "SELECT k.command, k.n, s.notification_id, (SELECT count(*) FROM made) AS keys_made, "
+            "(SELECT count(*) FROM kept_keys) AS keys_kept "
+            "FROM stored s JOIN kept k USING (originator_id, originator_version) "
+            "UNION ALL SELECT command, NULL, NULL, NULL, NULL FROM taken"
         ).format(table=table)
         self._insert_keys = (
             "INSERT INTO pii_keys (tenant_id, subject_id, wrapped) "
@@ -150,8 +157,61 @@ class PanelRecorder(PostgresApplicationRecorder):
         pii.keys_saved(keys)
         return ids
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def _insert_retried(
+        self, stored_events: Sequence[StoredEvent], keys: list[pii.NewKey], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """Insert, again after a lost connection (up to ATTEMPTS times). A connection lost
+        while a commit was acknowledged leaves it unknown whether the commit happened: if
+        the next attempt collides, and what it collides with is these very events (byte for
+        byte: each holds its own timestamp and sealed personal data), they were stored,
+        and that is this command's success; anything else is a real collision."""
+        attempts, uncertain = 0, False
+        while True:
+            try:
+                return self._insert_once(stored_events, keys, **kwargs)
+            except (InterfaceError, OperationalError):
+                attempts += 1
+                if attempts >= ATTEMPTS:
+                    raise
+                uncertain = True
+                time.sleep(RETRY_WAIT_S * (0.95 + random.random() / 10))
+            except IntegrityError:
+                if uncertain and (ids := self._stored_already(stored_events)) is not None:
+                    return ids
+                raise
+
+    def _stored_already(self, stored_events: Sequence[StoredEvent]) -> list[int] | None:
+        """The notification ids of these very events when the store holds them (the same
+        position and the same bytes), else None."""
+        table = Identifier(self.datastore.schema, self.events_table_name)
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                SQL(
+                    "SELECT e.originator_id, e.originator_version, e.state, e.notification_id "
+                    "FROM unnest(%s::text[], %s::bigint[]) AS k(originator_id, originator_version) "
+                    "JOIN {table} e USING (originator_id, originator_version)"
+                ).format(table=table),
+                (
+                    [str(e.originator_id) for e in stored_events],
+                    [e.originator_version for e in stored_events],
+                ),
+            )
+            found = {
+                (r["originator_id"], r["originator_version"]): (
+                    bytes(r["state"]),
+                    r["notification_id"],
+                )
+                for r in curs.fetchall()
+            }
+        ids = []
+        for event in stored_events:
+            hit = found.get((str(event.originator_id), event.originator_version))
+            if hit is None or hit[0] != event.state:
+                return None
+            ids.append(hit[1])
+        return ids
+
+    def _insert_once(
         self, stored_events: Sequence[StoredEvent], keys: list[pii.NewKey], **kwargs: Any
     ) -> Sequence[int] | None:
         if kwargs.get("also") or kwargs.get("tracking") or not stored_events:
@@ -226,59 +286,94 @@ class PanelRecorder(PostgresApplicationRecorder):
                 raise
 
     def _commit_group(self, group: list[_Pending]) -> None:
-        columns: tuple[list[Any], ...] = ([], [], [], [], [])
-        key_columns: tuple[list[Any], ...] = ([], [], [], [])
-        for number, pending in enumerate(group):
-            for tenant, subject, wrapped in pending.keys:
-                for column, value in zip(
-                    key_columns, (number, tenant, subject, wrapped), strict=True
-                ):
-                    column.append(value)
-            for event in pending.events:
-                values = (
-                    number,
-                    str(event.originator_id),
-                    event.originator_version,
-                    event.topic,
-                    event.state,
-                )
-                for column, value in zip(columns, values, strict=True):
-                    column.append(value)
+        """Commit a group in one transaction and settle each command by its own outcome.
+
+        The insert leaves out a command that clashes with an earlier one of the group that
+        is not taken; that earlier one may itself be left out, for a clash of its own. So
+        a command left out with none of its events or keys gone in, and not taken, was left
+        out for nothing: the commands left so are inserted again, in the same transaction,
+        until a round stores none of them. The outcome is that of committing the group's
+        commands one by one, in order (rounds after the first are rare: they need three
+        commands of a group chained by what they write)."""
         error: Exception | None = None
-        ids: dict[tuple[str, int], int] = {}
+        ids: dict[int, list[tuple[int, int]]] = {}
+        undo = False
         with self.datastore.get_connection() as conn:
             with conn.pipeline() as pipeline, conn.transaction(), conn.cursor() as curs:
                 self._lock_table(curs)
                 self._notify_channel(curs)
                 try:
-                    # planned at every commit, for the store's size then: a plan cached on a
-                    # small store is kept as the store grows (seen: every commit scanning
-                    # 97,000 events, under the table lock)
-                    curs.execute(self._group_insert, (*columns, *key_columns), prepare=False)
-                    pipeline.sync()
-                    rows = curs.fetchall()
+                    todo = list(enumerate(group))
+                    written: set[tuple[str, Any]] = set()
+                    while todo:
+                        # planned at every commit, for the store's size then: a plan cached
+                        # on a small store is kept as the store grows (seen: every commit
+                        # scanning 97,000 events, under the table lock)
+                        curs.execute(self._group_insert, _columns(todo), prepare=False)
+                        pipeline.sync()
+                        rows = curs.fetchall()
+                        stored = [r for r in rows if r["notification_id"] is not None]
+                        if stored and stored[0]["keys_made"] != stored[0]["keys_kept"]:
+                            # a key made outside the event store since the check (the slow
+                            # path of events/pii.py): undo, and every command retries
+                            undo = True
+                            break
+                        for row in stored:
+                            ids.setdefault(row["command"], []).append(
+                                (row["n"], row["notification_id"])
+                            )
+                        taken = {r["command"] for r in rows if r["notification_id"] is None}
+                        went_in = [(n, p) for n, p in todo if n in ids]
+                        if not went_in:
+                            break
+                        for _, pending in went_in:
+                            written |= _claims(pending)
+                        todo = [
+                            (n, p)
+                            for n, p in todo
+                            if n not in ids and n not in taken and not _claims(p) & written
+                        ]
                 except Exception as exc:  # re-raised once the pipeline is closed
                     error = exc
-                else:
-                    if rows and rows[0]["keys_made"] != rows[0]["keys_kept"]:
-                        # a key made outside the event store since the check (the slow
-                        # path of events/pii.py): undo, and every command retries
-                        error = IntegrityError("a data key was made concurrently")
-                        raise Rollback
-                    ids = {
-                        (r["originator_id"], r["originator_version"]): r["notification_id"]
-                        for r in rows
-                    }
+                if undo:
+                    error = IntegrityError("a data key was made concurrently")
+                    raise Rollback
             if error is not None:
                 raise error
-        for pending in group:
-            keys = [(str(e.originator_id), e.originator_version) for e in pending.events]
-            if all(k in ids for k in keys):
-                pending.succeed([ids[k] for k in keys])
+        for number, pending in enumerate(group):
+            if number in ids:
+                pending.succeed([notification for _, notification in sorted(ids[number])])
             else:
+                event = pending.events[0]
                 pending.fail(
                     IntegrityError(
                         "duplicate key value violates unique constraint "
-                        f"(originator_id, originator_version) {keys[0]}"
+                        f"(originator_id, originator_version) "
+                        f"{(str(event.originator_id), event.originator_version)}"
                     )
                 )
+
+
+def _columns(commands: list[tuple[int, _Pending]]) -> tuple[list[Any], ...]:
+    """The group insert's parameters: its batch's columns (command, originator_id,
+    originator_version, topic, state), then its new keys' (command, tenant, subject,
+    wrapped)."""
+    columns: tuple[list[Any], ...] = ([], [], [], [], [])
+    key_columns: tuple[list[Any], ...] = ([], [], [], [])
+    for number, pending in commands:
+        for tenant, subject, wrapped in pending.keys:
+            for column, value in zip(key_columns, (number, tenant, subject, wrapped), strict=True):
+                column.append(value)
+        for event in pending.events:
+            values = (number, str(event.originator_id), event.originator_version)
+            for column, value in zip(columns, (*values, event.topic, event.state), strict=True):
+                column.append(value)
+    return (*columns, *key_columns)
+
+
+def _claims(pending: _Pending) -> set[tuple[str, Any]]:
+    """What a command writes that no other may: its events' positions, its new keys'
+    subjects."""
+    return {("event", (str(e.originator_id), e.originator_version)) for e in pending.events} | {
+        ("key", (tenant, subject)) for tenant, subject, _ in pending.keys
+    }

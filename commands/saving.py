@@ -4,9 +4,9 @@ transaction, deciding again after a lost race.
 Two requests that change one entity (or take one unique value) race for the same
 (stream, version) in the event store; exactly one commits. The loser decides again on the
 newer state, so it ends in a clear outcome (a 409 from a taken value or a pinned version, or
-its change applied on top), never in a lost update or a duplicate. An `IntegrityError` may
-also be the store's own retry of an insert whose commit acknowledgement was lost, colliding
-with the events it already stored: that is recognised by the request id and is a success.
+its change applied on top), never in a lost update or a duplicate. (An insert whose commit
+acknowledgement was lost is retried by the recorder, which recognises its own stored events:
+commands/recorder.py. An `IntegrityError` that reaches a handler is always a lost race.)
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def create(
     make: Callable[[], E],
     unique_values: UniqueValues,
 ) -> tuple[E, int | None]:
-    """Save a new entity; an id already taken is a 409, unless by this very request.
+    """Save a new entity; an id already taken is a 409.
 
     The first attempt guesses its unique values unused (no read before the save); a wrong
     guess collides like any lost race and the next attempt reads the records."""
@@ -84,13 +84,11 @@ def create(
             raise Conflict(msg) from None
         except IntegrityError:
             try:
-                existing: E = app.repository.get(entity.id)
+                app.repository.get(entity.id)
             except AggregateNotFoundError:
                 continue  # a uniqueness record moved under us: decide again
-            if _request_of(app, entity.id, 1) != meta.request_id:
-                msg = f"a {noun} with _id {entity_id} already exists"
-                raise Conflict(msg) from None
-            return existing, None
+            msg = f"a {noun} with _id {entity_id} already exists"
+            raise Conflict(msg) from None
     raise _busy(noun)
 
 
@@ -117,17 +115,8 @@ def change(
         try:
             return entity, result, app.commit(entity, *records, also=also)
         except IntegrityError:
-            decided = entity.version
-            stored: E = app.repository.get(stream)
-            if stored.version >= decided and _request_of(app, stream, decided) == meta.request_id:
-                return stored, result, None  # stored after all: see the module docstring
+            continue  # a lost race: decide again on the newer state
     raise _busy(noun)
-
-
-def _request_of(app: PanelApplication, stream: str, version: int) -> str | None:
-    event = next(iter(app.events.get(stream, gt=version - 1, lte=version)), None)
-    request_id = getattr(event, "request_id", None)
-    return str(request_id) if request_id is not None else None
 
 
 def _busy(noun: str) -> Conflict:

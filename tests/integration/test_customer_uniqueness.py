@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import OperationalError
 
 from beeoclock.bootstrap import panel_application
 from beeoclock.settings import Settings
@@ -20,6 +20,7 @@ from commands.application import PanelApplication
 from commands.context import Meta
 from commands.customer import RegisterCustomer, UpdateCustomer
 from commands.errors import Conflict
+from commands.recorder import PanelRecorder, _Pending
 
 
 @pytest.fixture
@@ -152,22 +153,134 @@ def test_uniqueness_records_hold_no_email_or_phone_in_clear(
 def test_a_change_whose_commit_acknowledgement_was_lost_is_the_requests_own_success(
     app: PanelApplication, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The store retries an insert whose acknowledgement was lost; the retry collides with the
-    events it already stored. That is this request's success, not a version conflict."""
+    """The connection is lost as the commit is acknowledged (the commit happened): the
+    recorder tries again, collides with the very events it stored, and that is this
+    command's success, not a version conflict, and nothing is stored twice."""
     tenant = uuid.uuid4().hex
     register(app, tenant, "a", "old@example.com")
-    insert = app.recorder.insert_events
+    recorder = app.recorder
+    assert isinstance(recorder, PanelRecorder)
+    commit_group = recorder._commit_group
 
-    def stored_then_collided(*args: object, **kwargs: object) -> object:
-        insert(*args, **kwargs)  # type: ignore[arg-type]
-        monkeypatch.setattr(app.recorder, "insert_events", insert)
-        raise IntegrityError("the retried insert collides with its own committed events")
+    def committed_then_lost(group: list[_Pending]) -> None:
+        commit_group(group)
+        monkeypatch.setattr(recorder, "_commit_group", commit_group)
+        for pending in group:
+            pending.done = False  # the acknowledgement never came
+        raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(app.recorder, "insert_events", stored_then_collided)
+    monkeypatch.setattr(recorder, "_commit_group", committed_then_lost)
     outcome = handlers.update_customer(
         app,
         UpdateCustomer(meta(tenant), "a", {"email": "new@example.com"}, "regular", "active", [], 1),
     )
     assert outcome.state.personal["email"] == "new@example.com"
     assert outcome.state.version == 2
+    assert outcome.position is not None
+    assert app.repository.get(f"customer:{tenant}:a").version == 2
     register(app, tenant, "b", "old@example.com")  # released exactly once
+
+
+def test_after_a_lost_connection_a_collision_with_another_commands_events_is_a_conflict(
+    app: PanelApplication, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection is lost before the commit, and meanwhile another process's command
+    takes the version: the retry's collision is a lost race (decided again: 409 for a
+    pinned version), even when that command came with the same request id."""
+    tenant = uuid.uuid4().hex
+    register(app, tenant, "a", "old@example.com")
+    recorder = app.recorder
+    assert isinstance(recorder, PanelRecorder)
+    commit_group = recorder._commit_group
+    same = meta(tenant)
+    other = panel_application(settings, pool_size=2)  # another write-API process
+
+    def lost_while_another_commits(group: list[_Pending]) -> None:
+        monkeypatch.setattr(recorder, "_commit_group", commit_group)
+        handlers.update_customer(
+            other,
+            UpdateCustomer(same, "a", {"email": "theirs@example.com"}, "regular", "active", [], 1),
+        )
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(recorder, "_commit_group", lost_while_another_commits)
+    try:
+        with pytest.raises(Conflict):
+            handlers.update_customer(
+                app,
+                UpdateCustomer(
+                    same, "a", {"email": "ours@example.com"}, "regular", "active", [], 1
+                ),
+            )
+    finally:
+        other.close()
+    stored = app.repository.get(f"customer:{tenant}:a")
+    assert stored.version == 2
+    assert stored.state.personal["email"] == "theirs@example.com"
+
+
+def test_a_change_that_lost_a_race_to_one_with_its_request_id_decides_again(
+    app: PanelApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request id is the caller's (X-Request-Id): two changes with one id are still two
+    changes. The one that loses the race decides again on the newer state, pinned to a
+    version it fails (409), unpinned it applies on top."""
+    tenant = uuid.uuid4().hex
+    register(app, tenant, "a", "old@example.com")
+    insert = app.recorder.insert_events
+    same = meta(tenant)
+    races = iter(range(2))
+
+    def another_first(*args: object, **kwargs: object) -> object:
+        monkeypatch.setattr(app.recorder, "insert_events", insert)
+        email = f"theirs{next(races)}@example.com"
+        handlers.update_customer(
+            app,
+            UpdateCustomer(same, "a", {"email": email}, "regular", "active", [], None),
+        )
+        return insert(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(app.recorder, "insert_events", another_first)
+    with pytest.raises(Conflict):
+        handlers.update_customer(
+            app,
+            UpdateCustomer(same, "a", {"email": "ours@example.com"}, "regular", "active", [], 1),
+        )
+    monkeypatch.setattr(app.recorder, "insert_events", another_first)
+    outcome = handlers.update_customer(
+        app,
+        UpdateCustomer(same, "a", {"email": "last@example.com"}, "regular", "active", [], None),
+    )
+    assert outcome.state.version == 4
+    assert app.repository.get(f"customer:{tenant}:a").state.personal["email"] == "last@example.com"
+
+
+def test_a_snapshot_that_fails_after_the_commit_does_not_fail_the_committed_change(
+    app: PanelApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot is taken after the events commit: the database failing it then leaves the
+    change stored, and the command says so (a 503 would invite a retry that repeats it)."""
+    from commands.application import SNAPSHOT_EVERY
+
+    tenant = uuid.uuid4().hex
+    register(app, tenant, "a", "v1@example.com")
+    for version in range(2, SNAPSHOT_EVERY):
+        update(app, tenant, "a", f"v{version}@example.com")
+
+    def failing_put(*args: object, **kwargs: object) -> None:
+        raise OperationalError("the server closed the connection unexpectedly")
+
+    assert app.snapshots is not None
+    monkeypatch.setattr(app.snapshots, "put", failing_put)
+    outcome = handlers.update_customer(
+        app,
+        UpdateCustomer(
+            meta(tenant), "a", {"email": "last@example.com"}, "regular", "active", [], None
+        ),
+    )
+    assert outcome.state.version == SNAPSHOT_EVERY
+    assert outcome.position is not None
+    monkeypatch.undo()
+    stored = app.repository.get(f"customer:{tenant}:a")
+    assert stored.version == SNAPSHOT_EVERY
+    assert stored.state.personal["email"] == "last@example.com"

@@ -354,3 +354,122 @@ def test_a_commit_is_planned_for_the_store_it_meets_not_the_one_it_first_met(
     assert outcomes == ["201"] * 8
     assert any("LOCK TABLE" in s for s in prepared), prepared  # the same connection
     assert not [s for s in prepared if "WITH batch" in s], prepared
+
+
+def test_commands_of_a_group_writing_one_position_settle_by_what_each_stored(
+    app: PanelApplication, settings: Settings
+) -> None:
+    """Two commands of a group that write the same position (two changes of one entity
+    decided on one version): the first goes in, and the second gets the collision, not the
+    first one's success (whose event it never stored)."""
+    recorder, event = _recorder_and_events(app)
+    ours = StoredEvent(event("x").originator_id, 1, "tests:Nothing", b'{"by": "first"}')
+    theirs = StoredEvent(event("x").originator_id, 1, "tests:Nothing", b'{"by": "second"}')
+    first, second = _Pending([ours], []), _Pending([theirs], [])
+    recorder._commit_group([first, second])
+    assert first.ids
+    assert second.error is not None
+    assert second.ids is None
+    with psycopg.connect(settings.database_url) as conn:
+        stored = conn.execute(
+            "SELECT state FROM panel_events WHERE originator_id = %s", (ours.originator_id,)
+        ).fetchall()
+    assert [bytes(s) for (s,) in stored] == [b'{"by": "first"}']
+
+
+def test_a_command_left_out_only_for_one_that_was_left_out_goes_in(
+    app: PanelApplication, settings: Settings
+) -> None:
+    """c1 clashes with c0 (which goes in) and is left out; c2 shares a position with c1
+    only, so it goes in, as it would have committing after the other two."""
+    recorder, event = _recorder_and_events(app)
+    c0 = _Pending([event("x")], [])
+    c1 = _Pending([event("x"), event("y")], [])
+    c2 = _Pending([event("y")], [])
+    recorder._commit_group([c0, c1, c2])
+    assert c0.ids
+    assert c1.error is not None
+    assert c2.ids
+    with psycopg.connect(settings.database_url) as conn:
+        stored = conn.execute(
+            "SELECT count(*) FROM panel_events WHERE originator_id LIKE %s",
+            (event("%").originator_id,),
+        ).fetchone()
+    assert stored == (2,)
+
+
+def test_a_chain_of_clashes_settles_as_one_by_one_commits_would(
+    app: PanelApplication, settings: Settings
+) -> None:
+    """c0 {a}, c1 {a, b, key k}, c2 {b, c}, c3 {e, key k}, c4 {d, stored}: one by one, c0
+    goes in, c1 collides with it, c2 and c3 go in (what they share is c1's only), c4
+    collides with the store. A new key's subject counts as a position."""
+    recorder, event = _recorder_and_events(app)
+    tenant = uuid.uuid4().hex
+    recorder.insert_events([event("stored")])
+    c0 = _Pending([event("a")], [])
+    c1 = _Pending([event("a"), event("b")], [(tenant, "k", b"1")])
+    c2 = _Pending([event("b"), event("c")], [])
+    c3 = _Pending([event("e")], [(tenant, "k", b"3")])
+    c4 = _Pending([event("d"), event("stored")], [])
+    recorder._commit_group([c0, c1, c2, c3, c4])
+    assert [p.ids is not None for p in (c0, c1, c2, c3, c4)] == [True, False, True, True, False]
+    assert c2.ids is not None
+    assert len(c2.ids) == 2
+    with psycopg.connect(settings.database_url) as conn:
+        keys = conn.execute(
+            "SELECT wrapped FROM pii_keys WHERE tenant_id = %s", (tenant,)
+        ).fetchall()
+    assert [bytes(k) for (k,) in keys] == [b"3"]  # c1's never went in; c3's did
+
+
+def test_two_changes_of_one_customer_in_one_group_are_both_stored(
+    app: PanelApplication, settings: Settings
+) -> None:
+    """Two PUTs of one customer decided on one version and committed in one group (behind
+    another command's commit): the first goes in, the second decides again on top of it.
+    Neither is answered with a state that was not stored."""
+    from commands.customer import UpdateCustomer
+
+    tenant = uuid.uuid4().hex
+    customer = uuid.uuid4().hex[:24]
+    meta = Meta(tenant, "user-1", uuid.uuid4().hex, datetime.now(UTC))
+    handlers.register_customer(
+        app, RegisterCustomer(meta, customer, {"firstName": "Zero"}, "regular", "active", [], None)
+    )
+    recorder = app.recorder
+    assert isinstance(recorder, PanelRecorder)
+    outcomes: dict[str, handlers.CustomerOutcome] = {}
+
+    def change(name: str) -> None:
+        outcomes[name] = handlers.update_customer(
+            app, UpdateCustomer(meta, customer, {"firstName": name}, "regular", "active", [], None)
+        )
+
+    def leading() -> bool:
+        with recorder._turn:
+            return recorder._committing and not recorder._queue
+
+    with psycopg.connect(settings.database_url) as blocker:
+        blocker.execute("LOCK TABLE panel_events IN EXCLUSIVE MODE")
+        leader = threading.Thread(
+            target=register, args=(app, tenant, f"lead@{tenant}.example"), daemon=True
+        )
+        leader.start()
+        deadline = time.monotonic() + 30
+        while not leading() and time.monotonic() < deadline:
+            time.sleep(0.01)  # the leader took its group and waits on the lock
+        changes = [threading.Thread(target=change, args=(n,), daemon=True) for n in ("A", "B")]
+        for thread in changes:
+            thread.start()
+        while queued(app) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # both decided on version 1, queued as one group
+        assert queued(app) == 2
+        blocker.rollback()
+    for thread in [leader, *changes]:
+        thread.join(30)
+    assert sorted(o.state.version for o in outcomes.values()) == [2, 3]
+    for name, outcome in outcomes.items():
+        stored = app.repository.get(f"customer:{tenant}:{customer}", version=outcome.state.version)
+        assert stored.state.personal["firstName"] == name
+    assert app.repository.get(f"customer:{tenant}:{customer}").version == 3
