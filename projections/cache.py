@@ -25,10 +25,16 @@ local g = redis.call('GET', KEYS[1]) or '0'
 return {g, redis.call('GET', ARGV[1] .. g)}
 """
 #: Stored only while the generation it was computed under is current: an answer computed
-#: before a change (an erasure among them) never lands after the change's purge
+#: before a change (an erasure among them) never lands after the change's purge. The
+#: generation's key is kept at least as long as the answer: were it to expire first, the next
+#: change would start it again at 1, and an answer stored under 1 before would be current
+#: again (see `invalidate`)
 _PUT = """
 if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+if ARGV[1] ~= '0' and redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) + 60 then
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]) + 60)
+end
 return 1
 """
 _BACKOFF_S = 1.0
@@ -94,8 +100,11 @@ class ReadCache:
 
 def invalidate(client: redis.Redis | None, keys: Iterable[str], ttl_s: int) -> None:
     """The projector's side, after its commit: bump the generations of what changed.
-    A generation outlives every value stored under it (`ttl_s`), then goes too: a customer
-    not changed for that long keeps no key."""
+    A generation's key outlives every value stored under it (`ttl_s` here, and `_PUT`
+    extends it to outlive each answer it stores), then goes too: a customer not changed or
+    read for that long keeps no key. A key that went had no answer left under any of its
+    generations, so starting again at 1 brings none back; an answer stored while the key
+    was absent is under generation 0, which a key once bumped never holds again."""
     keys = list(keys)
     if client is None or not keys:
         return

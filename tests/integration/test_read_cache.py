@@ -83,3 +83,34 @@ def test_an_answer_computed_before_a_change_is_not_stored_after_it(
             await client.aclose()
 
     assert asyncio.run(scenario()) == (None, b"fresh")
+
+
+def test_a_generation_key_outlives_the_answers_stored_under_it(servers: dict[str, str]) -> None:
+    """An answer stored late in its generation key's life keeps the key alive: were the key
+    to expire first, the next change would start it again at 1 and bring that answer back
+    as current (for eventual reads, which take what is cached)."""
+    tenant = uuid.uuid4().hex
+    gen_key = generation_key(tenant, "customer", "c1")
+    value_key = f"{tenant}:customer:c1"
+    sync = redis.Redis.from_url(servers["redis"])
+
+    async def read(client: aredis.Redis, body: bytes, gate: ReadGate) -> bytes:
+        async def compute() -> bytes:
+            return body
+
+        return await read_through(ReadCache(client), gate, gen_key, value_key, 5, compute)
+
+    async def scenario() -> list[bytes]:
+        client = aredis.Redis.from_url(servers["redis"])
+        try:
+            invalidate(sync, [gen_key], ttl_s=2)  # a change: generation 1, for 2 s
+            # a read that waited for the change: cached under generation 1 for 5 s
+            old = await read(client, b"old", ReadGate(5, 5))
+            await asyncio.sleep(2.5)  # past the generation's own TTL
+            invalidate(sync, [gen_key], ttl_s=2)  # the next change
+            return [old, await read(client, b"new", ReadGate(None, 0))]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == [b"old", b"new"]
+    assert sync.get(gen_key) == b"2"
