@@ -58,18 +58,32 @@ _DEAD_LETTER = (
     "aggregate_id, aggregate_version, notification_id, error, message) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
+
+
+class Fenced(Exception):
+    """Another consumer applied the partition past the batch's first offset: this one lost
+    the partition while it applied the batch (a rebalance it had not seen yet)."""
+
+
 #: Faults that pass: the batch is applied again from the offsets in the database.
 TRANSIENT = (
     psycopg.OperationalError,
     psycopg.InterfaceError,
     es_persistence.OperationalError,
     es_persistence.InterfaceError,
+    Fenced,
 )
 
+#: A batch's offsets move a partition's stored offset on only from where the batch began: a
+#: consumer that lost the partition mid-batch (its new owner has moved the offset past that,
+#: or moves it while this transaction waits on the row) commits nothing. Version gating makes
+#: a stale batch harmless to rows that exist, but not to one it would create beside the
+#: tombstone its new owner wrote meanwhile: the fence keeps an erased customer erased.
 _SAVE_OFFSET = (
     "INSERT INTO projector_offsets (group_id, topic, partition, next_offset) "
     "VALUES (%s, %s, %s, %s) ON CONFLICT (group_id, topic, partition) "
-    "DO UPDATE SET next_offset = EXCLUDED.next_offset"
+    "DO UPDATE SET next_offset = EXCLUDED.next_offset "
+    "WHERE projector_offsets.next_offset <= %s RETURNING 1"
 )
 
 #: stream name -> the projection that applies its events
@@ -285,13 +299,14 @@ class Projector:
 
     def rewind(self) -> None:
         """Seek every assigned partition back to the offset the database holds, reconnecting
-        as long as the database is unreachable."""
+        as long as the database is unreachable; a log that ends before that offset was
+        started again (see `seek_to_stored_offsets`)."""
         assert self.consumer is not None
         while not self.stopping.wait(1.0):
             try:
                 if self.conn is None or self.conn.closed or self.conn.broken:
                     self.conn = self._connect()
-                self.seek_to_stored_offsets(list(self.consumer.assignment()))
+                self.seek_to_stored_offsets(list(self.consumer.assignment()), check_ends=True)
                 return
             except psycopg.Error as exc:
                 log.warning("database unreachable, retrying: %s", exc)
@@ -303,7 +318,17 @@ class Projector:
         conn.autocommit = False
         return conn
 
-    def seek_to_stored_offsets(self, assigned: list[TopicPartition]) -> None:
+    def seek_to_stored_offsets(
+        self, assigned: list[TopicPartition], *, check_ends: bool = False
+    ) -> None:
+        """Seek each partition to the offset the database holds (its beginning if none).
+
+        `check_ends` (after a failed batch, outside a poll): a partition whose log ends
+        before the offset held was started again (a broker that kept nothing, a topic made
+        anew), and its offsets mean something else now: the consumer, reset to the new
+        log's beginning, would find every batch fenced off (`_SAVE_OFFSET`). Its offset is
+        set back to that beginning, with a warning: events published to the old log and not
+        applied never reach the read models this way (a replay rebuilds them)."""
         assert self.conn is not None
         assert self.consumer is not None
         with self.conn.transaction():
@@ -315,6 +340,31 @@ class Projector:
                     (self.settings.projector_group,),
                 )
             }
+        if check_ends and assigned:
+            ends = self.consumer.end_offsets(assigned)
+            restarted = [
+                tp
+                for tp in assigned
+                if (tp.topic, tp.partition) in stored and stored[tp.topic, tp.partition] > ends[tp]
+            ]
+            if restarted:
+                beginnings = self.consumer.beginning_offsets(restarted)
+                with self.conn.transaction():
+                    for tp in restarted:
+                        log.warning(
+                            "the log of %s/%s ends at %d, before offset %d the projector had "
+                            "applied: it was started again, and is applied from its beginning",
+                            tp.topic,
+                            tp.partition,
+                            ends[tp],
+                            stored[tp.topic, tp.partition],
+                        )
+                        self.conn.execute(
+                            "UPDATE projector_offsets SET next_offset = %s WHERE group_id = %s "
+                            "AND topic = %s AND partition = %s",
+                            (beginnings[tp], self.settings.projector_group, tp.topic, tp.partition),
+                        )
+                        stored[tp.topic, tp.partition] = beginnings[tp]
         for tp in assigned:
             offset = stored.get((tp.topic, tp.partition))
             if offset is None:
@@ -351,8 +401,11 @@ class Projector:
         dead: list[tuple[ConsumerRecord, envelope.Envelope | None, str]] = []
         applied: dict[tuple[str, str], int] = {}
         offsets: dict[TopicPartition, int] = {}
+        firsts: dict[TopicPartition, int] = {}
         for record in records:
-            offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+            tp = TopicPartition(record.topic, record.partition)
+            firsts.setdefault(tp, record.offset)
+            offsets[tp] = record.offset + 1
             try:
                 message = envelope.decode(record.value)
             except ValueError as exc:
@@ -388,38 +441,21 @@ class Projector:
                     by_stream.setdefault(stream, []).append(app.open_personal(message.event))
                 for stream, events in by_stream.items():
                     changed |= _project(cur, stream, events, missing)
-            for record, failed, error in dead:
-                # the error's text stays in the table: it may quote a value
-                log.error(
-                    "dead letter at %s/%s@%s: %s",
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    error.split("(", 1)[0],
-                )
-                cur.execute(
-                    _DEAD_LETTER,
-                    (
-                        self.settings.projector_group,
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        failed.tenant_id if failed else None,
-                        failed.entity_id if failed else None,
-                        failed.event.originator_version if failed else None,
-                        failed.notification_id if failed else None,
-                        error,
-                        record.value,
-                    ),
-                )
+            self._bury(cur, dead)
             consistency.record_applied(cur, applied)
-            cur.executemany(
-                _SAVE_OFFSET,
-                [
-                    (self.settings.projector_group, tp.topic, tp.partition, offset)
-                    for tp, offset in sorted(offsets.items())
-                ],
-            )
+            self._save_offsets(cur, firsts, offsets)
+        self._committed(redis_client, applied, changed, offsets)
+
+    def _committed(
+        self,
+        redis_client: redis.Redis,
+        applied: dict[tuple[str, str], int],
+        changed: set[tuple[str, str, str]],
+        offsets: dict[TopicPartition, int],
+    ) -> None:
+        """After a batch's commit: the cache generations of what changed bumped, and the
+        offsets committed to Kafka as a hint."""
+        assert self.consumer is not None
         keys = [cache.generation_key(t, s) for t, s in applied]
         keys += [cache.generation_key(t, s, i) for s, t, i in changed]
         ttl_s = 2 * max(self.settings.cache_entity_ttl_s, self.settings.cache_page_ttl_s) + 60
@@ -430,6 +466,54 @@ class Projector:
             )
         except KafkaError as exc:
             log.debug("kafka offset commit failed (harmless): %s", exc)
+
+    def _bury(
+        self,
+        cur: psycopg.Cursor[Any],
+        dead: list[tuple[ConsumerRecord, envelope.Envelope | None, str]],
+    ) -> None:
+        """The batch's dead letters, in its transaction."""
+        for record, failed, error in dead:
+            # the error's text stays in the table: it may quote a value
+            log.error(
+                "dead letter at %s/%s@%s: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                error.split("(", 1)[0],
+            )
+            cur.execute(
+                _DEAD_LETTER,
+                (
+                    self.settings.projector_group,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    failed.tenant_id if failed else None,
+                    failed.entity_id if failed else None,
+                    failed.event.originator_version if failed else None,
+                    failed.notification_id if failed else None,
+                    error,
+                    record.value,
+                ),
+            )
+
+    def _save_offsets(
+        self,
+        cur: psycopg.Cursor[Any],
+        firsts: dict[TopicPartition, int],
+        offsets: dict[TopicPartition, int],
+    ) -> None:
+        """The batch's partitions' next offsets, fenced (see `_SAVE_OFFSET`): Fenced if one
+        was applied past the batch's first offset by another consumer."""
+        for tp, offset in sorted(offsets.items()):
+            saved = cur.execute(
+                _SAVE_OFFSET,
+                (self.settings.projector_group, tp.topic, tp.partition, offset, firsts[tp]),
+            ).fetchone()
+            if saved is None:
+                msg = f"{tp.topic}/{tp.partition} was applied past offset {firsts[tp]} elsewhere"
+                raise Fenced(msg)
 
 
 def _project(
