@@ -87,6 +87,13 @@ def error_response(
 def _field_errors(exc: RequestValidationError) -> list[FieldError]:
     found = []
     for err in exc.errors():
+        if err.get("type") == "json_invalid":  # its loc is the character where it stopped
+            reason = str((err.get("ctx") or {}).get("error") or "").lower()
+            at = err.get("loc", ("body", None))[-1]
+            found.append(
+                FieldError("body", "is not valid JSON", f"{reason} at character {at}".strip())
+            )
+            continue
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
         detail = None
         if "input" in err and err.get("type") != "missing":
@@ -94,6 +101,18 @@ def _field_errors(exc: RequestValidationError) -> list[FieldError]:
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         found.append(FieldError(".".join(loc) or "body", message, detail))
     return found
+
+
+def _not_json(request: Request, exc: RequestValidationError) -> bool:
+    """A body that failed as a whole, sent as something other than JSON: FastAPI does not
+    parse it, so the fault is its media type (415), not its fields."""
+    given = request.headers.get("content-type")
+    if not given:
+        return False
+    media = given.split(";", 1)[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        return False
+    return any(tuple(err.get("loc", ())) == ("body",) for err in exc.errors())
 
 
 def install(app: FastAPI) -> None:
@@ -113,8 +132,11 @@ def install(app: FastAPI) -> None:
             message = "storage is unavailable; retry"
         return error_response(status, message, errors, headers)
 
-    async def invalid(_: Request, exc: Exception) -> Response:
+    async def invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
+        if _not_json(request, exc):
+            message = "the body must be JSON (Content-Type: application/json)"
+            return error_response(415, message)
         errors = _field_errors(exc)
         message = "; ".join(
             e.message if e.field == "body" else f"{e.field} {e.message}" for e in errors[:5]

@@ -160,15 +160,17 @@ async def find_customer(conn: AsyncConnection[Any], tenant_id: str, entity_id: s
     return str(row[0]) if row else None
 
 
-_PHONE_LIKE = re.compile(r"^\+?[0-9][0-9 ().-]*[0-9]$")
+#: a phone as people type one, whole or its start: `+48`, `(48) 512`, `+48 512-345`
+_PHONE_LIKE = re.compile(r"^[+(]{0,2}[0-9][0-9 ().-]*$")
 
 
 def phone_variants(phrase: str) -> tuple[str, ...]:
-    """Phones are kept as digits only, so `+48 512-345` also searches for `48512345`."""
+    """Phones are kept as digits only, so `+48 512-345` also searches for `48512345`, and
+    `+48` for `48`."""
     if not _PHONE_LIKE.match(phrase):
         return ()
     digits = re.sub(r"\D", "", phrase)
-    return (digits,) if digits != phrase and len(digits) >= 3 else ()
+    return (digits,) if digits != phrase else ()
 
 
 async def page_customers(conn: AsyncConnection[Any], tenant_id: str, query: PageQuery) -> Page:

@@ -21,6 +21,9 @@ from projections.cache import generation_key
 from projections.paging import Page, PageQuery
 from read_api.deps import Reading, read_through
 
+#: the fields a list may be ordered by (`order`: services only; a customer list falls back)
+SORT_KEYS = frozenset({"createdAt", "updatedAt", "order"})
+
 FindOne = Callable[[AsyncConnection[Any], str, str], Awaitable[str | None]]
 FindPage = Callable[[AsyncConnection[Any], str, PageQuery], Awaitable[Page]]
 
@@ -36,7 +39,7 @@ class PageParams:
         page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
         page_size: Annotated[int | None, Query(alias="pageSize", ge=1, le=1000)] = None,
         size: Annotated[int | None, Query(ge=1, le=1000)] = None,
-        order_by: Annotated[str, Query(alias="orderBy", max_length=40)] = "updatedAt",
+        order_by: Annotated[str, Query(alias="orderBy")] = "updatedAt",
         order_dir: Annotated[Literal["asc", "desc"], Query(alias="orderDir")] = "desc",
         phrase: Annotated[str | None, Query(max_length=200)] = None,
         state: Annotated[list[EntityState] | None, Query()] = None,
@@ -53,7 +56,8 @@ class PageParams:
         return PageQuery(
             page=page,
             page_size=page_size or size or self.default_size,
-            order_by=order_by,
+            # any other field is ignored (the contract): one cache key for all of them
+            order_by=order_by if order_by in SORT_KEYS else "updatedAt",
             order_dir=order_dir,
             phrase=phrase.strip() or None if phrase else None,
             states=tuple(sorted(set(state or ()))),

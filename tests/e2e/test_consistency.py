@@ -31,6 +31,18 @@ def test_a_read_behind_the_last_write_is_503_until_the_projector_catches_up(
         assert behind.headers["Retry-After"] == "1"
         assert behind.json()["statusCode"] == 503
         assert tenant.get("/api/v1/customer/paged").status_code == 503
+        # as it was at a version or an instant: from the event store, which is never behind
+        past = tenant.get(f"/api/v1/customer/{customer_id}", params={"version": 1})
+        assert past.status_code == 200, past.text
+        assert past.json()["firstName"] == "A"
+        assert (
+            tenant.get(
+                f"/api/v1/customer/{customer_id}", params={"asOf": "2999-01-01T00:00:00Z"}
+            ).status_code
+            == 200
+        )
+        # a list is the read model's, whatever the parameters
+        assert tenant.get("/api/v1/customer/paged", params={"version": 1}).status_code == 503
 
         eventual = {"X-Consistency": "eventual"}
         assert tenant.get(f"/api/v1/customer/{customer_id}", headers=eventual).status_code == 404

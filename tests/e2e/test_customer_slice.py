@@ -195,7 +195,21 @@ def test_invalid_bodies_get_400_with_field_errors_and_store_nothing(
     not_json = tenant.post(
         "/api/v1/customer", content=b"{oops", headers={"content-type": "application/json"}
     )
-    assert_error(not_json, 400)
+    doc = assert_error(not_json, 400)
+    assert doc["message"] == "is not valid JSON"
+    assert doc["errors"] == [
+        {
+            "error": "body",
+            "message": "is not valid JSON",
+            "detail": "expecting property name enclosed in double quotes at character 1",
+        }
+    ]
+    # JSON sent as something else: its media type is refused (FastAPI does not parse it)
+    for media in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        sent = tenant.post(
+            "/api/v1/customer", content=b'{"firstName": "A"}', headers={"content-type": media}
+        )
+        assert_error(sent, 415)
     assert tenant.get("/api/v1/customer/paged").json()["totalSize"] == 0
 
 
