@@ -45,6 +45,8 @@ class CachePurgeFailed(DomainError):
 
 
 MAX_REASON = 500
+#: what a redacted dead letter of an erased customer says instead of its error
+REDACTED = "[erased with the customer's personal data]"
 
 
 def _events(app: PanelApplication, tenant_id: str, customer_id: str) -> list[PanelEvent]:
@@ -155,21 +157,25 @@ def export_customer(
     }
 
 
-def seal_plain(app: PanelApplication, conn: psycopg.Connection[Any], prefix: str) -> int:
+def seal_plain(
+    app: PanelApplication, conn: psycopg.Connection[Any], prefix: str, *, whole: bool = False
+) -> int:
     """Seal personal data that events stored before crypto-shredding still hold in plain
-    text (the streams starting with `prefix`, e.g. `customer:<tenant>:`). The one edit of
-    stored events this system makes: the same event, its personal data now sealed, so that
-    erasure can reach it. Returns how many events were sealed."""
+    text (the streams starting with `prefix`, e.g. `customer:<tenant>:`; `whole`: the one
+    stream named so, and not those whose name goes on). The one edit of stored events this
+    system makes: the same event, its personal data now sealed, so that erasure can reach it.
+    Returns how many events were sealed."""
     assert app.vault is not None
     topics = [get_topic(cls) for cls in CUSTOMER_EVENTS if getattr(cls, "personal_data", ())]
     sealed = 0
     with conn.transaction():
         rows = conn.execute(
             "SELECT originator_id, originator_version, topic, state FROM panel_events "
-            "WHERE starts_with(originator_id, %s) AND topic = ANY(%s) "
+            "WHERE (originator_id = %s OR NOT %s AND starts_with(originator_id, %s)) "
+            "AND topic = ANY(%s) "
             "AND position('\"sealed\"' IN convert_from(state, 'UTF8')) = 0 "
             "ORDER BY notification_id FOR UPDATE",
-            (prefix, topics),
+            (prefix, whole, prefix, topics),
         ).fetchall()
         for originator_id, version, topic, raw in rows:
             state = app.mapper.transcoder.decode(bytes(raw))
@@ -211,7 +217,7 @@ def erase_customer(
         msg = "erasure purges the cache too: BEEOCLOCK_REDIS_URL is needed"
         raise InvalidCommand(msg)
     # events from before crypto-shredding: sealed first, so destroying the key erases them too
-    legacy = seal_plain(app, conn, f"{stream_id(customers.STREAM, tenant_id, customer_id)}")
+    legacy = seal_plain(app, conn, stream_id(customers.STREAM, tenant_id, customer_id), whole=True)
     meta = Meta(tenant_id, actor, f"gdpr-erase-{uuid.uuid4().hex}", datetime.now(UTC))
     outcome = handlers.erase_customer(app, EraseCustomer(meta, customer_id, reason))
 
@@ -227,6 +233,13 @@ def erase_customer(
         with conn.transaction(), conn.cursor() as cur:
             assert isinstance(last, PanelEvent)
             customers.project(cur, [last], missing)
+            # dead letters of theirs: an error's text may quote a value, and a message from
+            # before crypto-shredding holds it in clear
+            redacted = cur.execute(
+                "UPDATE projector_dead_letters SET error = %s, message = '' "
+                "WHERE tenant_id = %s AND aggregate_id = %s AND topic = %s",
+                (REDACTED, tenant_id, customer_id, settings.topic_customer),
+            ).rowcount
 
     # and out of the cache: the tenant's customer answers, lists included. New generations
     # first, so no answer computed before this point can be stored after it (cache.py).
@@ -258,6 +271,7 @@ def erase_customer(
         "version": outcome.state.version,
         "legacyEventsSealed": legacy,
         "readModel": "removed (tombstone kept)",
+        "deadLettersRedacted": redacted,
         "cacheEntriesRemoved": len(keys),
         "actor": actor,
     }

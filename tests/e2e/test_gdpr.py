@@ -171,6 +171,24 @@ def test_a_customer_is_exported_then_erased_without_a_trace(
         assert by_cli["current"] == document["current"]
         assert by_cli["events"] == document["events"]
 
+        # a dead letter of theirs, its error quoting their email (a bad event, say), and one
+        # of the other tenant's customer with the same id
+        with psycopg.connect(settings.database_url) as conn:
+            for tenant_id, quoted in ((tenant.tenant_id, pii["email"]), (other.tenant_id, "x")):
+                conn.execute(
+                    'INSERT INTO projector_dead_letters (group_id, topic, partition, "offset", '
+                    "tenant_id, aggregate_id, error, message) "
+                    "VALUES (%s, %s, 0, 0, %s, %s, %s, %s)",
+                    (
+                        settings.projector_group,
+                        settings.topic_customer,
+                        tenant_id,
+                        customer_id,
+                        f"ValueError('{quoted} is not valid')",
+                        quoted.encode(),
+                    ),
+                )
+
         # -- erase
         erased = cli(
             settings,
@@ -187,6 +205,13 @@ def test_a_customer_is_exported_then_erased_without_a_trace(
         )
         summary = json.loads(erased.stdout)
         assert summary["erasedNow"] is True
+        assert summary["deadLettersRedacted"] == 1
+        with psycopg.connect(settings.database_url) as conn:
+            kept = conn.execute(
+                "SELECT error FROM projector_dead_letters WHERE tenant_id = %s",
+                (other.tenant_id,),
+            ).fetchall()
+        assert kept == [("ValueError('x is not valid')",)]  # another tenant's stays
         assert tenant.get(path).status_code == 404
         assert tenant.get("/api/v1/customer/paged").json()["totalSize"] == 0
         assert tenant.put(path, json=pii).status_code == 404

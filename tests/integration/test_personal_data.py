@@ -190,23 +190,27 @@ def test_erasing_a_customer_stored_before_crypto_shredding_seals_then_shreds(
 
     from workers.gdpr import erase_customer
 
-    tenant, customer_id = uuid.uuid4().hex, "legacy"
-    register(app, tenant, customer_id)
-    stream = stream_id("customer", tenant, customer_id)
+    # and another customer of the tenant, whose id begins with the first one's
+    tenant, customer_id, neighbour = uuid.uuid4().hex, "legacy", "legacy2"
     transcoder = app.mapper.transcoder
-    with psycopg.connect(settings.database_url) as conn:  # as the old release stored it
-        (raw,) = conn.execute(
-            "SELECT state FROM panel_events WHERE originator_id = %s", (stream,)
-        ).fetchone()
-        state = transcoder.decode(bytes(raw))
-        state["personal"] = dict(PERSONAL)
-        conn.execute(
-            "UPDATE panel_events SET state = %s WHERE originator_id = %s",
-            (transcoder.encode(state), stream),
-        )
+    for cid, unique in ((customer_id, {}), (neighbour, {"email": None, "phone": None})):
+        register(app, tenant, cid, **unique)
+        with psycopg.connect(settings.database_url) as conn:  # as the old release stored it
+            (raw,) = conn.execute(
+                "SELECT state FROM panel_events WHERE originator_id = %s",
+                (stream_id("customer", tenant, cid),),
+            ).fetchone()
+            state = transcoder.decode(bytes(raw))
+            state["personal"] = dict(PERSONAL)
+            conn.execute(
+                "UPDATE panel_events SET state = %s WHERE originator_id = %s",
+                (transcoder.encode(state), stream_id("customer", tenant, cid)),
+            )
+    with psycopg.connect(settings.database_url) as conn:
         conn.execute(
             "DELETE FROM pii_keys WHERE tenant_id = %s", (tenant,)
         )  # the old release had no keys
+    stream = stream_id("customer", tenant, customer_id)
     assert PERSONAL["email"].encode() in stored_states(settings, stream)[0]
 
     client = redis.Redis.from_url(servers["redis"])
@@ -221,6 +225,9 @@ def test_erasing_a_customer_stored_before_crypto_shredding_seals_then_shreds(
     with app.keys():
         events = list(app.events.get(stream))
     assert events[0].personal == dict.fromkeys(PERSONAL, ERASED)
+    # the neighbour's events are not this erasure's to touch
+    neighbours = stored_states(settings, stream_id("customer", tenant, neighbour))
+    assert PERSONAL["firstName"].encode() in neighbours[0]
 
 
 def _email_of(app: PanelApplication, tenant: str, customer_id: str) -> str:
