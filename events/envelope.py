@@ -3,9 +3,13 @@
 ```
 {"schema": "beeoclock.event.v1", "type": "CustomerRegistered", "eventVersion": 1,
  "tenantId": "...", "aggregateType": "customer", "aggregateId": "<_id>",
- "aggregateVersion": 1, "notificationId": 42, "timestamp": "2025-...Z",
- "actor": "<token subject>", "requestId": "...", "payload": {<the event's own fields>}}
+ "aggregateVersion": 1, "notificationId": 42, "previousNotificationId": 17,
+ "timestamp": "2025-...Z", "actor": "<token subject>", "requestId": "...",
+ "payload": {<the event's own fields>}}
 ```
+`previousNotificationId` is the notification id of the message published before this one for
+the same tenant and aggregate type (null when the relay does not know it): a consumer that
+did not get that one knows a message was lost on the way.
 Personal data in the payload is sealed with the customer's own key (events/pii.py): a consumer
 without the key sees `{"sealed": "...", "fields": [...]}`.
 The message key is the tenant id, so each tenant's events keep their order in a partition.
@@ -47,6 +51,8 @@ class Envelope:
     notification_id: int
     aggregate_type: str
     event: PanelEvent
+    #: the tenant's previous message of this aggregate type (None: not known)
+    previous: int | None = None
 
     @property
     def tenant_id(self) -> str:
@@ -57,25 +63,33 @@ class Envelope:
         return split_stream_id(self.event.originator_id)[2]
 
 
-def encode(notification_id: int, event: PanelEvent) -> bytes:
+def encode(notification_id: int, event: PanelEvent, previous: int | None = None) -> bytes:
     state = dict(vars(event))
     originator_id, version = state.pop("originator_id"), state.pop("originator_version")
-    return encode_state(notification_id, type(event), originator_id, version, state)
+    return encode_state(notification_id, type(event), originator_id, version, state, previous)
 
 
-def encode_stored(notification: Notification, transcoder: Transcoder) -> bytes | None:
+def is_published(notification: Notification) -> bool:
+    """Whether a stored event is published (uniqueness records and the like are not)."""
+    cls = resolve_topic(notification.topic)
+    return isinstance(cls, type) and aggregate_type_of(cls) is not None
+
+
+def encode_stored(
+    notification: Notification, transcoder: Transcoder, previous: int | None = None
+) -> bytes | None:
     """The message of a stored event, made from its stored state as it is: personal data
     stays sealed (the relay never holds a key). None for events that are not published."""
-    cls = resolve_topic(notification.topic)
-    if not isinstance(cls, type) or aggregate_type_of(cls) is None:
+    if not is_published(notification):
         return None
     state: dict[str, Any] = transcoder.decode(notification.state)
     return encode_state(
         notification.id,
-        cls,
+        resolve_topic(notification.topic),
         str(notification.originator_id),
         notification.originator_version,
         state,
+        previous,
     )
 
 
@@ -85,6 +99,7 @@ def encode_state(
     originator_id: str,
     originator_version: int,
     state: dict[str, Any],
+    previous: int | None = None,
 ) -> bytes:
     aggregate_type = aggregate_type_of(cls)
     if aggregate_type is None:
@@ -103,6 +118,7 @@ def encode_state(
             "aggregateId": entity_id,
             "aggregateVersion": originator_version,
             "notificationId": notification_id,
+            "previousNotificationId": previous,
             "timestamp": iso_ms(timestamp),
             "timestampUs": timestamp.microsecond,
             "actor": state["actor"],
@@ -135,7 +151,13 @@ def decode(raw: bytes) -> Envelope:
             state.setdefault("originator_topic", "")
         event = object.__new__(cls)
         event.__dict__.update(state)
-        return Envelope(int(doc["notificationId"]), aggregate_type, event)
+        previous = doc.get("previousNotificationId")
+        return Envelope(
+            int(doc["notificationId"]),
+            aggregate_type,
+            event,
+            int(previous) if previous is not None else None,
+        )
     except (KeyError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
         msg = f"malformed event message: {exc}"
         raise ValueError(msg) from exc

@@ -37,6 +37,7 @@ from typing import Any
 import psycopg
 import redis
 from eventsourcing import persistence as es_persistence
+from eventsourcing.persistence import StoredEvent
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
@@ -425,20 +426,23 @@ class Projector:
             app.vault.prefetch(app.subjects(m.event for _, _, m in messages))
         changed: set[tuple[str, str, str]] = set()
         with self.conn.transaction(), self.conn.cursor() as cur:
+            lost = _lost_on_the_way(cur, app, [(s, m) for _, s, m in messages])
             if isolate:
-                for record, stream, message in messages:
+                for at, (record, stream, message) in enumerate(messages):
                     try:
                         with self.conn.transaction():
                             event = app.open_personal(message.event)
-                            changed |= _project(cur, stream, [event], missing)
+                            changed |= _project(cur, stream, [*lost.get(at, ()), event], missing)
                     except TRANSIENT:
                         raise
                     except Exception as exc:
                         dead.append((record, message, repr(exc)))
             else:
                 by_stream: dict[str, list[PanelEvent]] = {}
-                for _, stream, message in messages:
-                    by_stream.setdefault(stream, []).append(app.open_personal(message.event))
+                for at, (_, stream, message) in enumerate(messages):
+                    events = by_stream.setdefault(stream, [])
+                    events += lost.get(at, ())
+                    events.append(app.open_personal(message.event))
                 for stream, events in by_stream.items():
                     changed |= _project(cur, stream, events, missing)
             self._bury(cur, dead)
@@ -514,6 +518,71 @@ class Projector:
             if saved is None:
                 msg = f"{tp.topic}/{tp.partition} was applied past offset {firsts[tp]} elsewhere"
                 raise Fenced(msg)
+
+
+def _lost_on_the_way(
+    cur: psycopg.Cursor[Any], app: PanelApplication, messages: list[tuple[str, envelope.Envelope]]
+) -> dict[int, list[PanelEvent]]:
+    """The events of the batch's tenants that never reached this projector, by the index of
+    the message whose `previous` revealed them (they go before it).
+
+    Each message names the previous one of its tenant and stream (workers/relay.py); one
+    newer than what the tenant's stream has applied (`applied_positions`, or earlier messages
+    of the batch) means the messages in between were lost on the way (a broker that lost
+    acknowledged messages, or was started again empty). Version gating heals a lost event
+    that a later event of the same entity follows; this heals the rest: an entity whose last
+    events were lost, which no later event would ever reveal."""
+    keys = sorted({(m.tenant_id, stream) for stream, m in messages if m.previous is not None})
+    if not keys:
+        return {}
+    applied = {
+        (tenant, stream): int(position)
+        for tenant, stream, position in cur.execute(
+            "SELECT a.tenant_id, a.stream, a.position FROM applied_positions a "
+            "JOIN unnest(%s::text[], %s::text[]) AS k(tenant_id, stream) "
+            "USING (tenant_id, stream)",
+            ([t for t, _ in keys], [s for _, s in keys]),
+        ).fetchall()
+    }
+    lost: dict[int, list[PanelEvent]] = {}
+    for at, (stream, message) in enumerate(messages):
+        key = (message.tenant_id, stream)
+        seen = applied.get(key, 0)
+        if message.previous is not None and message.previous > seen:
+            log.warning(
+                "messages of tenant %s (%s) were lost on the way, notifications %d to %d: "
+                "applying them from the event store",
+                message.tenant_id,
+                stream,
+                seen + 1,
+                message.previous,
+            )
+            lost[at] = _stored_between(cur, app, stream, message.tenant_id, seen, message.previous)
+        applied[key] = max(seen, message.notification_id)
+    return lost
+
+
+def _stored_between(
+    cur: psycopg.Cursor[Any],
+    app: PanelApplication,
+    stream: str,
+    tenant_id: str,
+    after: int,
+    until: int,
+) -> list[PanelEvent]:
+    """The published events of a tenant's stream with after < notification id <= until, in
+    order, decoded and opened."""
+    rows = cur.execute(
+        "SELECT originator_id, originator_version, topic, state FROM panel_events "
+        "WHERE notification_id > %s AND notification_id <= %s AND starts_with(originator_id, %s) "
+        "ORDER BY notification_id",
+        (after, until, f"{stream}:{tenant_id}:"),
+    ).fetchall()
+    stored = [StoredEvent(o, v, t, bytes(s)) for o, v, t, s in rows]
+    if app.vault is not None:
+        app.vault.prefetch(app.subjects_of_ids(str(e.originator_id) for e in stored))
+    events = [app.mapper.to_domain_event(e) for e in stored]
+    return [e for e in events if isinstance(e, PanelEvent) and envelope.aggregate_type_of(e)]
 
 
 def _project(

@@ -11,6 +11,10 @@
 - It wakes on the store's LISTEN/NOTIFY channel, with a slow poll as a safety net.
 - Messages are made from the stored events as they are: personal data stays sealed, and the
   relay holds no key to open it.
+- Each message names the one published before it for its tenant and stream (their last
+  acknowledged ones are kept in `relay_tenant_positions`, written with the position): a
+  projector that never applied that one knows messages were lost on the way, and applies
+  them from the event store (workers/projector.py).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from __future__ import annotations
 import logging
 import threading
 import zlib
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -37,6 +42,11 @@ log = logging.getLogger(__name__)
 
 LOCK_CLASS = 0x72656C  # advisory lock (class, zlib.crc32(name)): one active relay per name
 BATCH = 500
+#: (stream, tenant)s whose last published notification the relay keeps in memory (the rest
+#: are read from `relay_tenant_positions` when they come up)
+REMEMBERED = 100_000
+
+Key = tuple[str, str]
 IDLE_POLL_S = 1.0
 
 
@@ -46,6 +56,8 @@ class Relay:
         self.name = settings.relay_name
         self.stopping = threading.Event()
         self.topics = {"customer": settings.topic_customer, "service": settings.topic_service}
+        #: (stream, tenant) -> the last notification published and acknowledged
+        self.published: OrderedDict[Key, int] = OrderedDict()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -70,6 +82,7 @@ class Relay:
             if not self._acquire(conn):
                 return
             log.info("relay %s is active", self.name)
+            self.published.clear()  # what another relay published since is in the table
             kafka.ensure_topics(self.settings)
             conn.execute(f"LISTEN {app.recorder.channel_name}")  # type: ignore[attr-defined]
             producer = kafka.producer(self.settings)
@@ -83,12 +96,14 @@ class Relay:
                         for _ in conn.notifies(timeout=IDLE_POLL_S, stop_after=1):
                             pass
                         continue
-                    self._publish(app, producer, notifications)
+                    last = self._publish(app, producer, notifications, conn)
                     position = notifications[-1].id
-                    conn.execute(
-                        "UPDATE relay_positions SET position = %s WHERE name = %s",
-                        (position, self.name),
-                    )
+                    with conn.transaction():
+                        conn.execute(
+                            "UPDATE relay_positions SET position = %s WHERE name = %s",
+                            (position, self.name),
+                        )
+                        self._record_published(conn, last)
             finally:
                 producer.close(timeout=5)
 
@@ -119,14 +134,25 @@ class Relay:
         app: PanelApplication,
         producer: KafkaProducer,
         notifications: Sequence[Notification],
-    ) -> None:
-        futures = []
+        conn: psycopg.Connection[Any],
+    ) -> dict[Key, int]:
+        """Send a batch and wait for every acknowledgement; returns the last notification
+        sent of each (stream, tenant). Internal events (uniqueness records) are not sent."""
+        published = []
         for notification in notifications:
-            message = envelope.encode_stored(notification, app.mapper.transcoder)
-            if message is None:
-                continue  # internal events (uniqueness records) are not published
-            kind, tenant_id, _ = split_stream_id(str(notification.originator_id))
+            if envelope.is_published(notification):
+                kind, tenant_id, _ = split_stream_id(str(notification.originator_id))
+                published.append((notification, kind, tenant_id))
+        self._recall(conn, {(kind, tenant) for _, kind, tenant in published})
+        last: dict[Key, int] = {}
+        futures = []
+        for notification, kind, tenant_id in published:
+            key = (kind, tenant_id)
+            previous = last.get(key, self.published.get(key))
+            message = envelope.encode_stored(notification, app.mapper.transcoder, previous)
+            assert message is not None
             futures.append(producer.send(self.topics[kind], key=tenant_id.encode(), value=message))
+            last[key] = notification.id
         timeout_s = self.settings.relay_send_timeout_ms / 1000
         producer.flush(timeout=timeout_s)
         for future in futures:
@@ -135,6 +161,41 @@ class Relay:
             except Exception as exc:
                 msg = f"a send was not acknowledged: {exc!r}"
                 raise RelayError(msg) from exc
+        return last
+
+    def _recall(self, conn: psycopg.Connection[Any], keys: Iterable[Key]) -> None:
+        """The last published notification of each (stream, tenant) not in memory, from
+        `relay_tenant_positions` (none there: not known, the next message names none)."""
+        wanted = sorted(k for k in keys if k not in self.published)
+        if not wanted:
+            return
+        for stream, tenant_id, position in conn.execute(
+            "SELECT r.stream, r.tenant_id, r.position FROM relay_tenant_positions r "
+            "JOIN unnest(%s::text[], %s::text[]) AS k(stream, tenant_id) USING (stream, tenant_id) "
+            "WHERE r.name = %s",
+            ([s for s, _ in wanted], [t for _, t in wanted], self.name),
+        ).fetchall():
+            self._remember({(stream, tenant_id): int(position)})
+
+    def _record_published(self, conn: psycopg.Connection[Any], last: dict[Key, int]) -> None:
+        """After the batch's acknowledgements, in the transaction of the position."""
+        if not last:
+            return
+        keys = sorted(last)
+        conn.execute(
+            "INSERT INTO relay_tenant_positions (name, stream, tenant_id, position) "
+            "SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::bigint[]) "
+            "ON CONFLICT (name, tenant_id, stream) DO UPDATE SET position = EXCLUDED.position",
+            (self.name, [s for s, _ in keys], [t for _, t in keys], [last[k] for k in keys]),
+        )
+        self._remember(last)
+
+    def _remember(self, last: dict[Key, int]) -> None:
+        for key, position in last.items():
+            self.published[key] = position
+            self.published.move_to_end(key)
+        while len(self.published) > REMEMBERED:
+            self.published.popitem(last=False)
 
 
 class RelayError(Exception):

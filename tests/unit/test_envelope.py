@@ -38,6 +38,11 @@ def test_an_event_survives_the_envelope_unchanged() -> None:
     got.pop("originator_topic")
     want.pop("originator_topic")
     assert got == want
+    # the tenant's previous message, when the relay knows it; a message without one decodes
+    assert decoded.previous is None
+    assert envelope.decode(envelope.encode(42, event, previous=17)).previous == 17
+    del doc["previousNotificationId"]
+    assert envelope.decode(orjson.dumps(doc)).previous is None
 
 
 @pytest.mark.parametrize(
