@@ -96,7 +96,7 @@ class Relay:
                         for _ in conn.notifies(timeout=IDLE_POLL_S, stop_after=1):
                             pass
                         continue
-                    last = self._publish(app, producer, notifications, conn)
+                    last, poisoned = self._publish(app, producer, notifications, conn)
                     position = notifications[-1].id
                     with conn.transaction():
                         conn.execute(
@@ -104,6 +104,7 @@ class Relay:
                             (position, self.name),
                         )
                         self._record_published(conn, last)
+                        self._bury(conn, poisoned)
             finally:
                 producer.close(timeout=5)
 
@@ -135,21 +136,35 @@ class Relay:
         producer: KafkaProducer,
         notifications: Sequence[Notification],
         conn: psycopg.Connection[Any],
-    ) -> dict[Key, int]:
+    ) -> tuple[dict[Key, int], list[tuple[Notification, str]]]:
         """Send a batch and wait for every acknowledgement; returns the last notification
-        sent of each (stream, tenant). Internal events (uniqueness records) are not sent."""
-        published = []
+        sent of each (stream, tenant), and the events that could not be made messages of,
+        with the reason (skipped: see `_bury`). Internal events (uniqueness records) are not
+        sent."""
+        published, poisoned = [], []
         for notification in notifications:
-            if envelope.is_published(notification):
+            try:
+                if not envelope.is_published(notification):
+                    continue
                 kind, tenant_id, _ = split_stream_id(str(notification.originator_id))
-                published.append((notification, kind, tenant_id))
+            except Exception as exc:  # a stored event nothing can be made of: not the others'
+                poisoned.append((notification, repr(exc)))
+                continue
+            if kind not in self.topics:
+                poisoned.append((notification, f"no topic for {kind!r} events"))
+                continue
+            published.append((notification, kind, tenant_id))
         self._recall(conn, {(kind, tenant) for _, kind, tenant in published})
         last: dict[Key, int] = {}
         futures = []
         for notification, kind, tenant_id in published:
             key = (kind, tenant_id)
             previous = last.get(key, self.published.get(key))
-            message = envelope.encode_stored(notification, app.mapper.transcoder, previous)
+            try:
+                message = envelope.encode_stored(notification, app.mapper.transcoder, previous)
+            except Exception as exc:  # its state does not decode, say
+                poisoned.append((notification, repr(exc)))
+                continue
             assert message is not None
             futures.append(producer.send(self.topics[kind], key=tenant_id.encode(), value=message))
             last[key] = notification.id
@@ -161,7 +176,35 @@ class Relay:
             except Exception as exc:
                 msg = f"a send was not acknowledged: {exc!r}"
                 raise RelayError(msg) from exc
-        return last
+        return last, poisoned
+
+    def _bury(
+        self, conn: psycopg.Connection[Any], poisoned: list[tuple[Notification, str]]
+    ) -> None:
+        """Events no message could be made of, kept with the reason (in the transaction of
+        the position that goes past them), and logged."""
+        for notification, error in poisoned:
+            log.error(
+                "relay dead letter: notification %d (%s v%d, %s): %s",
+                notification.id,
+                notification.originator_id,
+                notification.originator_version,
+                notification.topic,
+                error,
+            )
+            conn.execute(
+                "INSERT INTO relay_dead_letters (name, notification_id, originator_id, "
+                "originator_version, topic, error) VALUES (%s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (name, notification_id) DO NOTHING",
+                (
+                    self.name,
+                    notification.id,
+                    str(notification.originator_id),
+                    notification.originator_version,
+                    notification.topic,
+                    error,
+                ),
+            )
 
     def _recall(self, conn: psycopg.Connection[Any], keys: Iterable[Key]) -> None:
         """The last published notification of each (stream, tenant) not in memory, from

@@ -1,10 +1,11 @@
-"""Messages lost on the way (a broker that lost acknowledged messages, or was started again
-empty): every message names the one published before it for its tenant and stream, so the
-projector finds the gap at the tenant's next message and applies what is missing from the
-event store. Version gating alone heals only an entity with a later event: here the lost
-event is its entity's last. Real PostgreSQL and broker; the relay and the projector run in
-threads of the test, and the broker "loses" a message by the relay's producer acknowledging
-it without sending it."""
+"""What never reaches the broker as it should. An event the relay can't make a message of
+is set aside, not in everyone's way. Messages lost on the way (a broker that lost acknowledged
+messages, or was started again empty): every message names the one published before it for
+its tenant and stream, so the projector finds the gap at the tenant's next message and
+applies what is missing from the event store. Version gating alone heals only an entity with
+a later event: here the lost event is its entity's last. Real PostgreSQL and broker; the
+relay and the projector run in threads of the test, and the broker "loses" a message by the
+relay's producer acknowledging it without sending it."""
 
 from __future__ import annotations
 
@@ -125,3 +126,29 @@ def test_a_tenants_next_message_brings_back_what_was_lost_before_it(
             (tenant,),
         ).fetchone()
     assert applied == written
+
+
+def test_an_event_no_message_can_be_made_of_is_set_aside_and_the_rest_go_on(
+    settings: Settings, pipeline: Projector
+) -> None:
+    """A stored event the relay can't make a message of (here: a class no release knows)
+    is kept in `relay_dead_letters` and skipped; before, the relay stopped at it, restart
+    after restart, and no tenant's events were published any more."""
+    tenant = uuid.uuid4().hex[:24]
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute(
+            "INSERT INTO panel_events (originator_id, originator_version, topic, state) "
+            "VALUES (%s, 1, 'events.gone:Vanished', '{}')",
+            (f"customer:{tenant}:{'0' * 24}",),
+        )
+    after = uuid.uuid4().hex[:24]
+    register(settings, tenant, after)
+    eventually(lambda: projected(settings, tenant, after), timeout_s=30)
+    with psycopg.connect(settings.database_url) as conn:
+        kept = conn.execute(
+            "SELECT topic, error FROM relay_dead_letters WHERE originator_id = %s",
+            (f"customer:{tenant}:{'0' * 24}",),
+        ).fetchall()
+    assert len(kept) == 1
+    assert kept[0][0] == "events.gone:Vanished"
+    assert "events.gone" in kept[0][1]
