@@ -38,6 +38,7 @@ import psycopg
 import redis
 from eventsourcing import persistence as es_persistence
 from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import get_topic
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
@@ -86,6 +87,9 @@ _SAVE_OFFSET = (
     "DO UPDATE SET next_offset = EXCLUDED.next_offset "
     "WHERE projector_offsets.next_offset <= %s RETURNING 1"
 )
+
+#: the stored topics of the event classes the relay publishes
+PUBLISHED_TOPICS = sorted(get_topic(cls) for cls, _ in envelope.EVENT_TYPES.values())
 
 #: stream name -> the projection that applies its events
 PROJECTIONS = {customers.STREAM: customers.project, services.STREAM: services.project}
@@ -571,18 +575,19 @@ def _stored_between(
     until: int,
 ) -> list[PanelEvent]:
     """The published events of a tenant's stream with after < notification id <= until, in
-    order, decoded and opened."""
+    order, decoded and opened (of the classes the relay publishes: one it set aside as a dead
+    letter is not among them)."""
     rows = cur.execute(
         "SELECT originator_id, originator_version, topic, state FROM panel_events "
         "WHERE notification_id > %s AND notification_id <= %s AND starts_with(originator_id, %s) "
-        "ORDER BY notification_id",
-        (after, until, f"{stream}:{tenant_id}:"),
+        "AND topic = ANY(%s) ORDER BY notification_id",
+        (after, until, f"{stream}:{tenant_id}:", PUBLISHED_TOPICS),
     ).fetchall()
     stored = [StoredEvent(o, v, t, bytes(s)) for o, v, t, s in rows]
     if app.vault is not None:
         app.vault.prefetch(app.subjects_of_ids(str(e.originator_id) for e in stored))
     events = [app.mapper.to_domain_event(e) for e in stored]
-    return [e for e in events if isinstance(e, PanelEvent) and envelope.aggregate_type_of(e)]
+    return [e for e in events if isinstance(e, PanelEvent)]
 
 
 def _project(

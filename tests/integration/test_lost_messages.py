@@ -152,3 +152,31 @@ def test_an_event_no_message_can_be_made_of_is_set_aside_and_the_rest_go_on(
     assert len(kept) == 1
     assert kept[0][0] == "events.gone:Vanished"
     assert "events.gone" in kept[0][1]
+
+
+def test_a_gap_around_an_event_set_aside_is_filled_without_it(
+    settings: Settings, pipeline: Projector, losing: Losing
+) -> None:
+    """The events a projector fetches to fill a gap are those the relay publishes: one the
+    relay set aside (not a message at all) would fail the batch."""
+    tenant = uuid.uuid4().hex[:24]
+    first, lost, last = (uuid.uuid4().hex[:24] for _ in range(3))
+    register(settings, tenant, first)
+    eventually(lambda: projected(settings, tenant, first), timeout_s=30)
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute(
+            "INSERT INTO panel_events (originator_id, originator_version, topic, state) "
+            "VALUES (%s, 1, 'events.gone:Vanished', '{}')",
+            (f"customer:{tenant}:{'0' * 24}",),
+        )
+    losing.doomed.add(lost)
+    register(settings, tenant, lost)
+    eventually(lambda: losing.lost, timeout_s=30)
+    register(settings, tenant, last)
+    eventually(lambda: projected(settings, tenant, last), timeout_s=30)
+    assert projected(settings, tenant, lost)
+    with psycopg.connect(settings.database_url) as conn:
+        dead = conn.execute(
+            "SELECT count(*) FROM projector_dead_letters WHERE tenant_id = %s", (tenant,)
+        ).fetchone()
+    assert dead == (0,)
