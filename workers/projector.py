@@ -315,6 +315,8 @@ class Projector:
                 return
             except psycopg.Error as exc:
                 log.warning("database unreachable, retrying: %s", exc)
+            except KafkaError as exc:  # the log ends are asked of the broker
+                log.warning("broker unreachable, retrying: %s", exc)
 
     def _connect(self) -> psycopg.Connection[Any]:
         """Derived data only: its commits don't wait for the WAL flush (module docstring)."""
@@ -364,10 +366,17 @@ class Projector:
                             ends[tp],
                             stored[tp.topic, tp.partition],
                         )
+                        # only from what was read: a new owner may have moved it since
                         self.conn.execute(
                             "UPDATE projector_offsets SET next_offset = %s WHERE group_id = %s "
-                            "AND topic = %s AND partition = %s",
-                            (beginnings[tp], self.settings.projector_group, tp.topic, tp.partition),
+                            "AND topic = %s AND partition = %s AND next_offset = %s",
+                            (
+                                beginnings[tp],
+                                self.settings.projector_group,
+                                tp.topic,
+                                tp.partition,
+                                stored[tp.topic, tp.partition],
+                            ),
                         )
                         stored[tp.topic, tp.partition] = beginnings[tp]
         for tp in assigned:
@@ -432,15 +441,7 @@ class Projector:
         with self.conn.transaction(), self.conn.cursor() as cur:
             lost = _lost_on_the_way(cur, app, [(s, m) for _, s, m in messages])
             if isolate:
-                for at, (record, stream, message) in enumerate(messages):
-                    try:
-                        with self.conn.transaction():
-                            event = app.open_personal(message.event)
-                            changed |= _project(cur, stream, [*lost.get(at, ()), event], missing)
-                    except TRANSIENT:
-                        raise
-                    except Exception as exc:
-                        dead.append((record, message, repr(exc)))
+                changed = self._one_by_one(cur, app, messages, lost, missing, dead)
             else:
                 by_stream: dict[str, list[PanelEvent]] = {}
                 for at, (_, stream, message) in enumerate(messages):
@@ -474,6 +475,39 @@ class Projector:
             )
         except KafkaError as exc:
             log.debug("kafka offset commit failed (harmless): %s", exc)
+
+    def _one_by_one(
+        self,
+        cur: psycopg.Cursor[Any],
+        app: PanelApplication,
+        messages: list[tuple[ConsumerRecord, str, envelope.Envelope]],
+        lost: dict[int, list[PanelEvent]],
+        missing: MissingEvents,
+        dead: list[tuple[ConsumerRecord, envelope.Envelope | None, str]],
+    ) -> set[tuple[str, str, str]]:
+        """The batch a message at a time, each in a savepoint: one that fails is added to
+        `dead` and the others are applied. Events lost on the way before a message go in a
+        savepoint of their own, so that the message failing does not take them along."""
+        assert self.conn is not None
+        changed: set[tuple[str, str, str]] = set()
+        for at, (record, stream, message) in enumerate(messages):
+            if at in lost:
+                try:
+                    with self.conn.transaction():
+                        changed |= _project(cur, stream, lost[at], missing)
+                except TRANSIENT:
+                    raise
+                except Exception:
+                    log.exception("events lost on the way could not be applied")
+            try:
+                with self.conn.transaction():
+                    event = app.open_personal(message.event)
+                    changed |= _project(cur, stream, [event], missing)
+            except TRANSIENT:
+                raise
+            except Exception as exc:
+                dead.append((record, message, repr(exc)))
+        return changed
 
     def _bury(
         self,
@@ -586,8 +620,22 @@ def _stored_between(
     stored = [StoredEvent(o, v, t, bytes(s)) for o, v, t, s in rows]
     if app.vault is not None:
         app.vault.prefetch(app.subjects_of_ids(str(e.originator_id) for e in stored))
-    events = [app.mapper.to_domain_event(e) for e in stored]
-    return [e for e in events if isinstance(e, PanelEvent)]
+    events = []
+    for item in stored:
+        try:
+            event = app.mapper.to_domain_event(item)
+        except (es_persistence.OperationalError, es_persistence.InterfaceError):
+            raise
+        except Exception:  # a stored event that does not decode: no path can apply it
+            log.exception(
+                "a stored event lost on the way does not decode: %s v%d",
+                item.originator_id,
+                item.originator_version,
+            )
+            continue
+        if isinstance(event, PanelEvent):
+            events.append(event)
+    return events
 
 
 def _project(

@@ -28,6 +28,7 @@ from typing import Any
 
 import psycopg
 from eventsourcing.persistence import Notification, PersistenceError
+from eventsourcing.utils import TopicError
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
@@ -140,12 +141,22 @@ class Relay:
         """Send a batch and wait for every acknowledgement; returns the last notification
         sent of each (stream, tenant), and the events that could not be made messages of,
         with the reason (skipped: see `_bury`). Internal events (uniqueness records) are not
-        sent."""
+        sent. An event of a class this release does not know stops the relay there until a
+        release that knows it runs (RelayError, retried): in a rolling upgrade the write API
+        may store a new kind of event before the relay is upgraded, and skipping it would
+        lose it for the read models."""
         published, poisoned = [], []
         for notification in notifications:
             try:
                 if not envelope.is_published(notification):
                     continue
+            except TopicError as exc:
+                msg = (
+                    f"notification {notification.id} is of a class this release does not know "
+                    f"({notification.topic}): waiting for a release that does ({exc})"
+                )
+                raise RelayError(msg) from exc
+            try:
                 kind, tenant_id, _ = split_stream_id(str(notification.originator_id))
             except Exception as exc:  # a stored event nothing can be made of: not the others'
                 poisoned.append((notification, repr(exc)))

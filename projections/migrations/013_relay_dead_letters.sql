@@ -1,7 +1,8 @@
--- Stored events the relay could not make a message of (a class no longer known, a state that
--- does not decode): kept here with the reason, and skipped, so that one such event never
--- stops every tenant's events from being published. Like the projector's dead letters, they
--- are for an operator to look at; `beeoclock replay` reads the event store itself.
+-- Stored events the relay could not make a message of (a state that does not decode, a stream
+-- id of no known shape): kept here with the reason, and skipped, so that one such event never
+-- stops every tenant's events from being published. (An event of a class the relay does not
+-- know stops it instead, until a release that knows the class runs: see workers/relay.py.)
+-- Like the projector's dead letters, they are for an operator to look at.
 CREATE TABLE relay_dead_letters (
     id                 bigserial   PRIMARY KEY,
     name               text        NOT NULL,
