@@ -91,6 +91,9 @@ _SAVE_OFFSET = (
 #: the stored topics of the event classes the relay publishes
 PUBLISHED_TOPICS = sorted(get_topic(cls) for cls, _ in envelope.EVENT_TYPES.values())
 
+#: (tenant, stream)s whose applied position the projector keeps in memory
+REMEMBERED = 100_000
+
 #: stream name -> the projection that applies its events
 PROJECTIONS = {customers.STREAM: customers.project, services.STREAM: services.project}
 
@@ -101,11 +104,13 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         log.info("partitions revoked: %s", revoked)
+        self.projector.applied.clear()  # others may apply those tenants now
         self.projector.in_group = False
         self.projector.rebalances += 1
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("partitions assigned: %s", assigned)
+        self.projector.applied.clear()
         self.projector.seek_to_stored_offsets(assigned)
         self.projector.in_group = True
         self.projector.rebalances += 1
@@ -232,6 +237,9 @@ class Projector:
         # events published before the doorbell was armed)
         self.in_group = False
         self.rebalances = 0
+        #: (tenant, stream) -> the applied position this projector committed, since its
+        #: partitions were last assigned (see `_lost_on_the_way`)
+        self.applied: dict[tuple[str, str], int] = {}
 
     def stop(self) -> None:
         self.stopping.set()
@@ -439,7 +447,7 @@ class Projector:
             app.vault.prefetch(app.subjects(m.event for _, _, m in messages))
         changed: set[tuple[str, str, str]] = set()
         with self.conn.transaction(), self.conn.cursor() as cur:
-            lost = _lost_on_the_way(cur, app, [(s, m) for _, s, m in messages])
+            lost = _lost_on_the_way(cur, app, [(s, m) for _, s, m in messages], self.applied)
             if isolate:
                 changed = self._one_by_one(cur, app, messages, lost, missing, dead)
             else:
@@ -453,6 +461,10 @@ class Projector:
             self._bury(cur, dead)
             consistency.record_applied(cur, applied)
             self._save_offsets(cur, firsts, offsets)
+        if len(self.applied) > REMEMBERED:
+            self.applied.clear()
+        for key, position in applied.items():
+            self.applied[key] = max(position, self.applied.get(key, 0))
         self._committed(redis_client, applied, changed, offsets)
 
     def _committed(
@@ -559,7 +571,10 @@ class Projector:
 
 
 def _lost_on_the_way(
-    cur: psycopg.Cursor[Any], app: PanelApplication, messages: list[tuple[str, envelope.Envelope]]
+    cur: psycopg.Cursor[Any],
+    app: PanelApplication,
+    messages: list[tuple[str, envelope.Envelope]],
+    known: dict[tuple[str, str], int],
 ) -> dict[int, list[PanelEvent]]:
     """The events of the batch's tenants that never reached this projector, by the index of
     the message whose `previous` revealed them (they go before it).
@@ -569,19 +584,32 @@ def _lost_on_the_way(
     of the batch) means the messages in between were lost on the way (a broker that lost
     acknowledged messages, or was started again empty). Version gating heals a lost event
     that a later event of the same entity follows; this heals the rest: an entity whose last
-    events were lost, which no later event would ever reveal."""
-    keys = sorted({(m.tenant_id, stream) for stream, m in messages if m.previous is not None})
+    events were lost, which no later event would ever reveal.
+
+    `known`: applied positions this projector committed itself since its partitions were
+    last assigned (none other moves them meanwhile): a message whose `previous` is not past
+    its tenant's there needs no query, which is the usual case by far."""
+    keys = sorted(
+        {
+            (m.tenant_id, stream)
+            for stream, m in messages
+            if m.previous is not None and m.previous > known.get((m.tenant_id, stream), -1)
+        }
+    )
     if not keys:
         return {}
-    applied = {
-        (tenant, stream): int(position)
-        for tenant, stream, position in cur.execute(
-            "SELECT a.tenant_id, a.stream, a.position FROM applied_positions a "
-            "JOIN unnest(%s::text[], %s::text[]) AS k(tenant_id, stream) "
-            "USING (tenant_id, stream)",
-            ([t for t, _ in keys], [s for _, s in keys]),
-        ).fetchall()
-    }
+    applied = {k: known[k] for stream, m in messages if (k := (m.tenant_id, stream)) in known}
+    applied.update(
+        {
+            (tenant, stream): int(position)
+            for tenant, stream, position in cur.execute(
+                "SELECT a.tenant_id, a.stream, a.position FROM applied_positions a "
+                "JOIN unnest(%s::text[], %s::text[]) AS k(tenant_id, stream) "
+                "USING (tenant_id, stream)",
+                ([t for t, _ in keys], [s for _, s in keys]),
+            ).fetchall()
+        }
+    )
     lost: dict[int, list[PanelEvent]] = {}
     for at, (stream, message) in enumerate(messages):
         key = (message.tenant_id, stream)
