@@ -323,16 +323,14 @@ class PanelRecorder(PostgresApplicationRecorder):
                                 (row["n"], row["notification_id"])
                             )
                         taken = {r["command"] for r in rows if r["notification_id"] is None}
+                        # left out for a clash only: the usual group has none, and is done
+                        clashed = [(n, p) for n, p in todo if n not in ids and n not in taken]
                         went_in = [(n, p) for n, p in todo if n in ids]
-                        if not went_in:
+                        if not clashed or not went_in:
                             break
                         for _, pending in went_in:
                             written |= _claims(pending)
-                        todo = [
-                            (n, p)
-                            for n, p in todo
-                            if n not in ids and n not in taken and not _claims(p) & written
-                        ]
+                        todo = [(n, p) for n, p in clashed if not _claims(p) & written]
                 except Exception as exc:  # re-raised once the pipeline is closed
                     error = exc
                 if undo:
