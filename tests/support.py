@@ -9,10 +9,12 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -250,3 +252,41 @@ def cli(settings: Settings, *args: str, check: bool = True) -> subprocess.Comple
     if check:
         assert done.returncode == 0, done.stderr
     return done
+
+
+def register_customer(
+    settings: Settings,
+    tenant: str,
+    customer_id: str | None = None,
+    *,
+    after: threading.Event | None = None,
+) -> str:
+    """A new customer saved through the application (the write API's own code, in this
+    process), once `after` is set (if given); its id."""
+    from beeoclock.bootstrap import panel_application
+    from commands import handlers
+    from commands.context import Meta
+    from commands.customer import RegisterCustomer
+
+    app = panel_application(settings, pool_size=1)
+    try:
+        customer_id = customer_id or uuid.uuid4().hex[:24]
+        meta = Meta(tenant, "u1", uuid.uuid4().hex, datetime.now(UTC))
+        command = RegisterCustomer(
+            meta, customer_id, {"firstName": "Ola"}, "regular", "active", [], None
+        )
+        if after is not None:
+            assert after.wait(20)
+        handlers.register_customer(app, command)
+        return customer_id
+    finally:
+        app.close()
+
+
+def projected(settings: Settings, tenant: str, customer_id: str) -> bool:
+    """Whether the customer has a row in the read model."""
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute(
+            "SELECT 1 FROM customers WHERE tenant_id = %s AND id = %s", (tenant, customer_id)
+        ).fetchone()
+    return row is not None

@@ -24,11 +24,9 @@ from kafka.producer.future import Future
 from beeoclock import kafka
 from beeoclock.bootstrap import panel_application
 from beeoclock.settings import Settings
-from commands import handlers
-from commands.context import Meta
-from commands.customer import RegisterCustomer
 from events import envelope
-from tests.support import eventually
+from tests.support import eventually, projected
+from tests.support import register_customer as register
 from workers import relay as relay_module
 from workers.projector import Projector
 from workers.relay import Relay
@@ -81,28 +79,6 @@ def pipeline(settings: Settings, losing: Losing) -> Iterator[Projector]:
         projector.stop()
         for thread in threads:
             thread.join(timeout=70)
-
-
-def register(settings: Settings, tenant: str, customer_id: str) -> None:
-    app = panel_application(settings, pool_size=1)
-    try:
-        meta = Meta(tenant, "u1", uuid.uuid4().hex, datetime.now(UTC))
-        handlers.register_customer(
-            app,
-            RegisterCustomer(
-                meta, customer_id, {"firstName": "Ola"}, "regular", "active", [], None
-            ),
-        )
-    finally:
-        app.close()
-
-
-def projected(settings: Settings, tenant: str, customer_id: str) -> bool:
-    with psycopg.connect(settings.database_url) as conn:
-        row = conn.execute(
-            "SELECT 1 FROM customers WHERE tenant_id = %s AND id = %s", (tenant, customer_id)
-        ).fetchone()
-    return row is not None
 
 
 def test_a_tenants_next_message_brings_back_what_was_lost_before_it(

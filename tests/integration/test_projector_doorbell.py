@@ -9,19 +9,15 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import pytest
 
 from beeoclock import kafka
-from beeoclock.bootstrap import panel_application
 from beeoclock.settings import Settings
-from commands import handlers
-from commands.context import Meta
-from commands.customer import RegisterCustomer
-from tests.support import eventually
+from tests.support import eventually, projected
+from tests.support import register_customer as register
 from workers import projector as projector_module
 from workers.projector import Doorbell, Projector
 from workers.relay import Relay
@@ -107,31 +103,6 @@ def pipeline(settings: Settings, polls: Polls, dozes: Dozes) -> Iterator[Project
         projector.stop()
         for thread in threads:
             thread.join(timeout=70)
-
-
-def register(settings: Settings, tenant: str, *, after: threading.Event | None = None) -> str:
-    """A new customer saved through the application, once `after` is set (if given)."""
-    app = panel_application(settings)
-    try:
-        customer_id = uuid.uuid4().hex[:24]
-        meta = Meta(tenant, "u1", uuid.uuid4().hex, datetime.now(UTC))
-        command = RegisterCustomer(
-            meta, customer_id, {"firstName": "Ola"}, "regular", "active", [], None
-        )
-        if after is not None:
-            assert after.wait(20)
-        handlers.register_customer(app, command)
-        return customer_id
-    finally:
-        app.close()
-
-
-def projected(settings: Settings, tenant: str, customer_id: str) -> bool:
-    with psycopg.connect(settings.database_url) as conn:
-        row = conn.execute(
-            "SELECT 1 FROM customers WHERE tenant_id = %s AND id = %s", (tenant, customer_id)
-        ).fetchone()
-    return row is not None
 
 
 def test_at_rest_it_stops_polling_and_a_write_wakes_it(

@@ -27,6 +27,7 @@ from commands.application import PanelApplication
 from commands.context import Meta
 from commands.customer import RegisterCustomer
 from events import envelope
+from tests.support import projected
 from workers.projector import Fenced, Projector
 
 
@@ -87,14 +88,6 @@ def stored_offset(settings: Settings) -> int | None:
     return int(row[0]) if row else None
 
 
-def has_row(settings: Settings, tenant: str, customer: str) -> bool:
-    with psycopg.connect(settings.database_url) as conn:
-        row = conn.execute(
-            "SELECT 1 FROM customers WHERE tenant_id = %s AND id = %s", (tenant, customer)
-        ).fetchone()
-    return row is not None
-
-
 def test_a_batch_of_a_consumer_that_lost_its_partition_commits_nothing(
     app: PanelApplication, projector: Projector, settings: Settings
 ) -> None:
@@ -111,16 +104,16 @@ def test_a_batch_of_a_consumer_that_lost_its_partition_commits_nothing(
         )
     with pytest.raises(Fenced):
         projector.apply(app, batch(settings, 3, message), client)  # fetched from 3 before
-    assert not has_row(settings, tenant, customer)
+    assert not projected(settings, tenant, customer)
     assert stored_offset(settings) == 7
     # the same event where the partition's offset stands is applied, and moves it on
     projector.apply(app, batch(settings, 7, message), client)
-    assert has_row(settings, tenant, customer)
+    assert projected(settings, tenant, customer)
     assert stored_offset(settings) == 8
     # and a batch that begins past it (a gap in the log's offsets) too
     other, message = registered(app, settings, tenant)
     projector.apply(app, batch(settings, 10, message), client)
-    assert has_row(settings, tenant, other)
+    assert projected(settings, tenant, other)
     assert stored_offset(settings) == 11
     client.close()
 
