@@ -69,10 +69,11 @@ def encode(notification_id: int, event: PanelEvent, previous: int | None = None)
     return encode_state(notification_id, type(event), originator_id, version, state, previous)
 
 
-def is_published(notification: Notification) -> bool:
-    """Whether a stored event is published (uniqueness records and the like are not)."""
+def published_class(notification: Notification) -> type[PanelEvent] | None:
+    """The class of a stored event that is published; None for the others (uniqueness
+    records and the like). TopicError for a class this release does not know."""
     cls = resolve_topic(notification.topic)
-    return isinstance(cls, type) and aggregate_type_of(cls) is not None
+    return cls if isinstance(cls, type) and aggregate_type_of(cls) is not None else None
 
 
 def encode_stored(
@@ -80,12 +81,13 @@ def encode_stored(
 ) -> bytes | None:
     """The message of a stored event, made from its stored state as it is: personal data
     stays sealed (the relay never holds a key). None for events that are not published."""
-    if not is_published(notification):
+    cls = published_class(notification)
+    if cls is None:
         return None
     state: dict[str, Any] = transcoder.decode(notification.state)
     return encode_state(
         notification.id,
-        resolve_topic(notification.topic),
+        cls,
         str(notification.originator_id),
         notification.originator_version,
         state,

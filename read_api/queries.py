@@ -17,12 +17,13 @@ from beeoclock.ids import entity_id
 from beeoclock.text import printable
 from commands.errors import FieldError, InvalidCommand, NotFound
 from events.base import EntityState
+from projections import customers, services
 from projections.cache import generation_key
 from projections.paging import Page, PageQuery
 from read_api.deps import Reading, read_through
 
-#: the fields a list may be ordered by (`order`: services only; a customer list falls back)
-SORT_KEYS = frozenset({"createdAt", "updatedAt", "order"})
+#: the fields some list may be ordered by (a list given another of them falls back itself)
+SORT_KEYS = frozenset(customers.SORT_COLUMNS) | frozenset(services.SORT_COLUMNS)
 
 FindOne = Callable[[AsyncConnection[Any], str, str], Awaitable[str | None]]
 FindPage = Callable[[AsyncConnection[Any], str, PageQuery], Awaitable[Page]]

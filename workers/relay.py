@@ -147,7 +147,7 @@ class Relay:
         published, poisoned = [], []
         for notification in notifications:
             try:
-                if not envelope.is_published(notification):
+                if envelope.published_class(notification) is None:
                     continue
             except TopicError as exc:
                 msg = (
