@@ -290,3 +290,25 @@ def projected(settings: Settings, tenant: str, customer_id: str) -> bool:
             "SELECT 1 FROM customers WHERE tenant_id = %s AND id = %s", (tenant, customer_id)
         ).fetchone()
     return row is not None
+
+
+@contextlib.contextmanager
+def relay_and_projector(settings: Settings, projector: Any = None) -> Iterator[Any]:
+    """The relay and a projector (`projector`, or a new one) running in threads of the test;
+    yields the projector once it has joined its group and has its partitions (tansu completes
+    a join only after the rebalance timeout). Both are stopped and joined at the end."""
+    from workers.projector import Projector
+    from workers.relay import Relay
+
+    relay, projector = Relay(settings), projector or Projector(settings)
+    threads = [threading.Thread(target=w.run, daemon=True) for w in (relay, projector)]
+    for thread in threads:
+        thread.start()
+    try:
+        eventually(lambda: projector.in_group, 60)
+        yield projector
+    finally:
+        relay.stop()
+        projector.stop()
+        for thread in threads:
+            thread.join(timeout=70)

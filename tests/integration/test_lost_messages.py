@@ -9,7 +9,6 @@ relay's producer acknowledging it without sending it."""
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,11 +24,10 @@ from beeoclock import kafka
 from beeoclock.bootstrap import panel_application
 from beeoclock.settings import Settings
 from events import envelope
-from tests.support import eventually, projected
+from tests.support import eventually, projected, relay_and_projector
 from tests.support import register_customer as register
 from workers import relay as relay_module
 from workers.projector import Projector
-from workers.relay import Relay
 
 REGISTERED = "events.customer:CustomerRegistered"
 
@@ -67,18 +65,8 @@ def losing(monkeypatch: pytest.MonkeyPatch) -> Losing:
 
 @pytest.fixture
 def pipeline(settings: Settings, losing: Losing) -> Iterator[Projector]:
-    relay, projector = Relay(settings), Projector(settings)
-    threads = [threading.Thread(target=w.run, daemon=True) for w in (relay, projector)]
-    for thread in threads:
-        thread.start()
-    try:
-        eventually(lambda: projector.in_group, 60)  # tansu joins after the rebalance timeout
+    with relay_and_projector(settings) as projector:
         yield projector
-    finally:
-        relay.stop()
-        projector.stop()
-        for thread in threads:
-            thread.join(timeout=70)
 
 
 def test_a_tenants_next_message_brings_back_what_was_lost_before_it(

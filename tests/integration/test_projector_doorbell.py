@@ -16,11 +16,10 @@ import pytest
 
 from beeoclock import kafka
 from beeoclock.settings import Settings
-from tests.support import eventually, projected
+from tests.support import eventually, projected, relay_and_projector
 from tests.support import register_customer as register
 from workers import projector as projector_module
 from workers.projector import Doorbell, Projector
-from workers.relay import Relay
 
 
 class Polls:
@@ -88,21 +87,11 @@ def dozes(monkeypatch: pytest.MonkeyPatch) -> Dozes:
 @pytest.fixture
 def pipeline(settings: Settings, polls: Polls, dozes: Dozes) -> Iterator[Projector]:
     """Relay and projector running; the projector dozes after half a second of quiet."""
-    relay, projector = Relay(settings), Projector(settings)
+    projector = Projector(settings)
     projector.idle_after_s = 0.5
-    threads = [threading.Thread(target=w.run, daemon=True) for w in (relay, projector)]
-    for thread in threads:
-        thread.start()
-    try:
-        # joined its group and assigned its partitions (tansu completes a join only after the
-        # rebalance timeout)
-        eventually(lambda: polls.consumer is not None and polls.consumer.assignment(), 60)
+    with relay_and_projector(settings, projector):
+        assert polls.consumer is not None  # the counted consumer is the one that joined
         yield projector
-    finally:
-        relay.stop()
-        projector.stop()
-        for thread in threads:
-            thread.join(timeout=70)
 
 
 def test_at_rest_it_stops_polling_and_a_write_wakes_it(
