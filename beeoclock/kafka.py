@@ -10,10 +10,17 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
+from kafka.partitioner.default import murmur2
 
 from beeoclock.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def partition_of(tenant_id: str, partitions: int) -> int:
+    """The partition of a topic of `partitions` that the relay's producer puts a tenant's
+    events in: kafka-python's default partitioner, murmur2 of the key (the tenant id)."""
+    return int(murmur2(tenant_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 def servers(settings: Settings) -> list[str]:

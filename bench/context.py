@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import psycopg
 import redis
-from kafka.partitioner.default import murmur2
 
 from beeoclock.embedded import free_port, spawn_kafka_broker, spawn_redis, wait_for_port
 from bench import data, wrk
@@ -40,12 +39,6 @@ from bench.system import (
 )
 
 SYSTEM_PROCESSES = ("write-api", "read-api", "relay", "projector")
-
-
-def kafka_partition(tenant: str, partitions: int) -> int:
-    """The partition the relay's producer puts a tenant's events in (kafka-python's default
-    partitioner: murmur2 of the key, the tenant id)."""
-    return int(murmur2(tenant.encode()) & 0x7FFFFFFF) % partitions
 
 
 @dataclass

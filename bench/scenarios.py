@@ -22,8 +22,9 @@ import httpx
 import psycopg
 import redis
 
+from beeoclock import kafka
 from bench import cpu, data
-from bench.context import Context, kafka_partition, redis_benchmark
+from bench.context import Context, redis_benchmark
 from bench.system import BenchError, count_events, run_child, store_size, wait_until
 
 Scenario = Callable[[Context], dict[str, Any]]
@@ -182,7 +183,8 @@ def _lag_run(
     tenant, token = ctx.tenant("lag")
     # one tenant, as one business writing: all its events go to one Kafka partition (the
     # relay keys them by tenant), recorded with the run
-    partition = {"partition": kafka_partition(tenant, int(ctx.system.settings().kafka_partitions))}
+    partitions = int(ctx.system.settings().kafka_partitions)
+    partition = {"partition": kafka.partition_of(tenant, partitions)}
     spec = {
         "host": "127.0.0.1",
         "port": ctx.system.write_port,
@@ -691,7 +693,7 @@ def growth(ctx: Context) -> dict[str, Any]:
         "tenants": 1 + len(smalls),
         "big_share": p.growth_big_share,
         # the Kafka partition its events go to (most of the seeded events)
-        "big_partition": kafka_partition(big[0], int(ctx.system.settings().kafka_partitions)),
+        "big_partition": kafka.partition_of(big[0], int(ctx.system.settings().kafka_partitions)),
         "levels": [],
     }
     app = ctx.system.application(pool_size=2)

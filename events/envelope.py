@@ -7,9 +7,10 @@
  "timestamp": "2025-...Z", "actor": "<token subject>", "requestId": "...",
  "payload": {<the event's own fields>}}
 ```
-`previousNotificationId` is the notification id of the message published before this one for
-the same tenant and aggregate type (null when the relay does not know it): a consumer that
-did not get that one knows a message was lost on the way.
+`previousNotificationId` is the notification id of the event the relay passed on before this
+one for the same tenant and aggregate type (null when the relay does not know it): published
+as a message, or, rarely, set aside as a relay dead letter. A consumer that applied nothing up
+to it knows messages were lost on the way.
 Personal data in the payload is sealed with the customer's own key (events/pii.py): a consumer
 without the key sees `{"sealed": "...", "fields": [...]}`.
 The message key is the tenant id, so each tenant's events keep their order in a partition.

@@ -20,9 +20,9 @@ from typing import Any
 import psycopg
 import redis
 from eventsourcing.utils import get_topic, resolve_topic
-from kafka.partitioner.default import murmur2
 from psycopg.rows import tuple_row
 
+from beeoclock import kafka
 from beeoclock.settings import Settings
 from beeoclock.text import printable
 from commands import handlers, uniqueness
@@ -104,7 +104,7 @@ def export_customer(
         (tenant_id, customer_id),
     ).fetchone()
     cached = _cached_keys(redis_client, f"v:{tenant_id}:customer:{customer_id}:*")
-    partition = (murmur2(tenant_id.encode()) & 0x7FFFFFFF) % settings.kafka_partitions
+    partition = kafka.partition_of(tenant_id, settings.kafka_partitions)
     sealed = "sealed with the customer's own key" if not state.erased else "sealed; key erased"
     return {
         "schema": SCHEMA,

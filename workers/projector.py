@@ -3,9 +3,13 @@
 Each polled batch is applied in ONE PostgreSQL transaction together with the partition
 offsets it consumed and the per-tenant applied positions (read-your-writes). Rows are
 version-gated per entity (see `projections.customers`), so redelivery after a crash or a
-rebalance is harmless, and a version gap is filled from the event store. Kafka's committed
-offsets are only a hint (committed without waiting): on assignment the consumer seeks to the
-offsets in the database. After the commit, the cache generations of what changed are bumped.
+rebalance is harmless, and a version gap is filled from the event store. Messages lost on the
+way (a broker that lost acknowledged ones) are applied from the event store too: at the
+tenant's next message, which names the one passed on before it (`_lost_on_the_way`), and for
+a tenant with none, every `heal_every_s`, from what the relay passed on (`heal`). Kafka's
+committed offsets are only a hint (committed without waiting): on assignment the consumer
+seeks to the offsets in the database. After the commit, the cache generations of what changed
+are bumped.
 
 The projector's transactions commit without waiting for their WAL flush
 (`synchronous_commit = off`): everything they write is derived, and read model, offsets and
@@ -88,6 +92,14 @@ _SAVE_OFFSET = (
     "WHERE projector_offsets.next_offset <= %s RETURNING 1"
 )
 
+#: the (stream, tenant)s whose last notification the relay passed on (published, or set aside
+#: as a dead letter) is past what the read models have applied: in flight, or lost (`heal`)
+_BEHIND = (
+    "SELECT r.stream, r.tenant_id, r.position, coalesce(a.position, 0) "
+    "FROM relay_tenant_positions r LEFT JOIN applied_positions a USING (tenant_id, stream) "
+    "WHERE r.name = %s AND r.position > coalesce(a.position, 0)"
+)
+
 #: the stored topics of the event classes the relay publishes
 PUBLISHED_TOPICS = sorted(get_topic(cls) for cls, _ in envelope.EVENT_TYPES.values())
 
@@ -105,12 +117,14 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         log.info("partitions revoked: %s", revoked)
         self.projector.applied.clear()  # others may apply those tenants now
+        self.projector.reached.clear()
         self.projector.in_group = False
         self.projector.rebalances += 1
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("partitions assigned: %s", assigned)
         self.projector.applied.clear()
+        self.projector.reached.clear()
         self.projector.seek_to_stored_offsets(assigned)
         self.projector.in_group = True
         self.projector.rebalances += 1
@@ -221,6 +235,8 @@ class Projector:
     #: the longest a doze lasts before it looks in Kafka anyway; well within the rebalance
     #: timeout (kafka-python's max_poll_interval_ms), or the group would drop the member
     doze_s = 1.0
+    #: how often it looks for tenants whose last messages never reached it (`heal`)
+    heal_every_s = 5.0
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -240,6 +256,9 @@ class Projector:
         #: (tenant, stream) -> the applied position this projector committed, since its
         #: partitions were last assigned (see `_lost_on_the_way`)
         self.applied: dict[tuple[str, str], int] = {}
+        #: partition -> the highest notification id of the messages this projector applied
+        #: from it since it was assigned (see `heal`)
+        self.reached: dict[TopicPartition, int] = {}
 
     def stop(self) -> None:
         self.stopping.set()
@@ -253,19 +272,16 @@ class Projector:
         self.conn = self._connect()
         self.consumer = kafka.consumer(self.settings)
         self.consumer.subscribe(list(self.stream_of_topic), listener=_SeekToStoredOffsets(self))
-        recorder: Any = app.recorder
-        doorbell = Doorbell(
-            self.settings.database_url,
-            recorder.events_table_name,
-            recorder.channel_name,
-            self.settings.relay_name,
-            self._doze_s(),
-        )
+        doorbell = self._doorbell(app)
         quiet_since = time.monotonic()
         looked = False  # since the doorbell was armed, a whole poll came back empty
         armed_at = 0  # `rebalances` when it was armed
+        heal_at = time.monotonic() + self.heal_every_s
         try:
             while not self.stopping.is_set():
+                if self.in_group and time.monotonic() >= heal_at:
+                    heal_at = time.monotonic() + self.heal_every_s
+                    self._try_to_heal(app, redis_client)
                 try:
                     # dozing, a look in Kafka is short: one or two fetches
                     polled = self.consumer.poll(timeout_ms=20 if looked else 200)
@@ -293,19 +309,34 @@ class Projector:
                     continue
                 doorbell.disarm()
                 quiet_since, looked = time.monotonic(), False
-                try:
-                    self.apply(app, records, redis_client)
-                except TRANSIENT as exc:
-                    # The consumer has moved past these records but the database has not:
-                    # rewind to the offsets the database holds, and apply them again.
-                    log.warning("a batch failed and will be applied again: %s", exc)
-                    self.rewind()
+                self._apply_or_rewind(app, records, redis_client)
         finally:
             doorbell.close()
             self.consumer.close(autocommit=False)
             self.conn.close()
             redis_client.close()
             app.close()
+
+    def _doorbell(self, app: PanelApplication) -> Doorbell:
+        recorder: Any = app.recorder
+        return Doorbell(
+            self.settings.database_url,
+            recorder.events_table_name,
+            recorder.channel_name,
+            self.settings.relay_name,
+            self._doze_s(),
+        )
+
+    def _apply_or_rewind(
+        self, app: PanelApplication, records: Sequence[ConsumerRecord], redis_client: redis.Redis
+    ) -> None:
+        try:
+            self.apply(app, records, redis_client)
+        except TRANSIENT as exc:
+            # The consumer has moved past these records but the database has not: rewind to
+            # the offsets the database holds, and apply them again.
+            log.warning("a batch failed and will be applied again: %s", exc)
+            self.rewind()
 
     def _doze_s(self) -> float:
         return min(self.doze_s, self.settings.projector_rebalance_timeout_ms / 3000)
@@ -325,6 +356,18 @@ class Projector:
                 log.warning("database unreachable, retrying: %s", exc)
             except KafkaError as exc:  # the log ends are asked of the broker
                 log.warning("broker unreachable, retrying: %s", exc)
+
+    def _try_to_heal(self, app: PanelApplication, redis_client: redis.Redis) -> None:
+        """`heal`, a fault logged: it is tried again next time."""
+        try:
+            self.heal(app, redis_client)
+        except (*TRANSIENT, KafkaError) as exc:
+            log.warning("looking for lost messages failed: %s", exc)
+            if self.conn is None or self.conn.closed or self.conn.broken:
+                try:
+                    self.conn = self._connect()
+                except psycopg.Error as again:  # and at the next failure
+                    log.warning("database unreachable: %s", again)
 
     def _connect(self) -> psycopg.Connection[Any]:
         """Derived data only: its commits don't wait for the WAL flush (module docstring)."""
@@ -424,6 +467,7 @@ class Projector:
         applied: dict[tuple[str, str], int] = {}
         offsets: dict[TopicPartition, int] = {}
         firsts: dict[TopicPartition, int] = {}
+        reached: dict[TopicPartition, int] = {}
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
             firsts.setdefault(tp, record.offset)
@@ -437,12 +481,8 @@ class Projector:
             messages.append((record, stream, message))
             key = (message.tenant_id, stream)
             applied[key] = max(applied.get(key, 0), message.notification_id)
-
-        def missing(originator_id: str, after: int, before: int) -> list[PanelEvent]:
-            log.info("filling a version gap of %s from the event store", originator_id)
-            found = app.events.get(originator_id, gt=after, lte=before - 1)
-            return [e for e in found if isinstance(e, PanelEvent)]
-
+            reached[tp] = max(reached.get(tp, 0), message.notification_id)
+        missing = _missing(app)
         if app.vault is not None:  # one query per tenant for the batch's data keys
             app.vault.prefetch(app.subjects(m.event for _, _, m in messages))
         changed: set[tuple[str, str, str]] = set()
@@ -461,11 +501,89 @@ class Projector:
             self._bury(cur, dead)
             consistency.record_applied(cur, applied)
             self._save_offsets(cur, firsts, offsets)
+        self._remember(applied)
+        for tp, notification_id in reached.items():
+            self.reached[tp] = max(notification_id, self.reached.get(tp, 0))
+        self._committed(redis_client, applied, changed, offsets)
+
+    def _remember(self, applied: dict[tuple[str, str], int]) -> None:
         if len(self.applied) > REMEMBERED:
             self.applied.clear()
         for key, position in applied.items():
             self.applied[key] = max(position, self.applied.get(key, 0))
-        self._committed(redis_client, applied, changed, offsets)
+
+    def heal(self, app: PanelApplication, redis_client: redis.Redis) -> list[tuple[str, str]]:
+        """Apply, from the event store, what the relay passed on for tenants of this
+        projector's partitions and that never reached it, where no later message of the
+        tenant's will reveal it: returns the (tenant, stream)s healed.
+
+        `_lost_on_the_way` finds lost messages at the tenant's next message; this finds them
+        for a tenant that has none (yet): its last messages were lost, or the relay set its
+        last event aside as a dead letter (reads waiting for that event would otherwise
+        answer 503 until the tenant writes again). A tenant whose last notification passed
+        on by the relay (`relay_tenant_positions`, recorded once the broker acknowledged it)
+        is past what was applied is lost, not in flight, once this projector has applied a
+        later message from the tenant's partition (the relay's producer keeps a partition's
+        messages in the order of their notifications, and sends a batch only after the one
+        before it was acknowledged), or has consumed the partition to its end since the
+        positions were read. Called from the polling thread, between polls."""
+        assert self.conn is not None
+        assert self.consumer is not None
+        assigned = set(self.consumer.assignment())
+        if not assigned:
+            return []
+        with self.conn.transaction():
+            behind = self.conn.execute(_BEHIND, (self.settings.relay_name,)).fetchall()
+        mine: list[tuple[TopicPartition, str, str, int, int]] = []
+        topics = {stream: topic for topic, stream in self.stream_of_topic.items()}
+        for stream, tenant_id, relayed, applied in behind:
+            partitions = self.consumer.partitions_for_topic(topics.get(stream, ""))
+            if not partitions:
+                continue
+            tp = TopicPartition(topics[stream], kafka.partition_of(tenant_id, len(partitions)))
+            if tp in assigned:
+                mine.append((tp, stream, tenant_id, int(relayed), int(applied)))
+        unproven = sorted({tp for tp, _, _, last, _ in mine if self.reached.get(tp, 0) <= last})
+        drained: set[TopicPartition] = set()
+        if unproven:
+            # after the positions were read: a message acknowledged before then is in the log
+            ends = self.consumer.end_offsets(unproven)
+            drained = {tp for tp in unproven if self.consumer.position(tp) >= ends[tp]}
+        lost = [
+            (stream, tenant_id, relayed, applied)
+            for tp, stream, tenant_id, relayed, applied in mine
+            if self.reached.get(tp, 0) > relayed or tp in drained
+        ]
+        if not lost:
+            return []
+        missing = _missing(app)
+        changed: set[tuple[str, str, str]] = set()
+        healed: dict[tuple[str, str], int] = {}
+        with app.keys(), self.conn.transaction(), self.conn.cursor() as cur:
+            for stream, tenant_id, relayed, applied in lost:
+                log.warning(
+                    "the last messages of tenant %s (%s) never reached the projector, "
+                    "notifications %d to %d: applying them from the event store",
+                    tenant_id,
+                    stream,
+                    applied + 1,
+                    relayed,
+                )
+                try:
+                    with self.conn.transaction():
+                        events = _stored_between(cur, app, stream, tenant_id, applied, relayed)
+                        changed |= _project(cur, stream, events, missing)
+                except TRANSIENT:
+                    raise
+                except Exception:  # as a dead letter would: reads no longer wait for them
+                    log.exception("events lost on the way could not be applied")
+                healed[tenant_id, stream] = relayed
+            consistency.record_applied(cur, healed)
+        self._remember(healed)
+        keys = [cache.generation_key(t, s) for t, s in healed]
+        keys += [cache.generation_key(t, s, i) for s, t, i in changed]
+        cache.invalidate(redis_client, keys, self._generation_ttl_s())
+        return sorted(healed)
 
     def _committed(
         self,
@@ -479,14 +597,16 @@ class Projector:
         assert self.consumer is not None
         keys = [cache.generation_key(t, s) for t, s in applied]
         keys += [cache.generation_key(t, s, i) for s, t, i in changed]
-        ttl_s = 2 * max(self.settings.cache_entity_ttl_s, self.settings.cache_page_ttl_s) + 60
-        cache.invalidate(redis_client, keys, ttl_s)
+        cache.invalidate(redis_client, keys, self._generation_ttl_s())
         try:  # a hint only (module docstring): sent with the next fetch, never waited for
             self.consumer.commit_async(
                 {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
             )
         except KafkaError as exc:
             log.debug("kafka offset commit failed (harmless): %s", exc)
+
+    def _generation_ttl_s(self) -> int:
+        return 2 * max(self.settings.cache_entity_ttl_s, self.settings.cache_page_ttl_s) + 60
 
     def _one_by_one(
         self,
@@ -570,6 +690,17 @@ class Projector:
                 raise Fenced(msg)
 
 
+def _missing(app: PanelApplication) -> MissingEvents:
+    """A version gap's events, from the event store."""
+
+    def missing(originator_id: str, after: int, before: int) -> list[PanelEvent]:
+        log.info("filling a version gap of %s from the event store", originator_id)
+        found = app.events.get(originator_id, gt=after, lte=before - 1)
+        return [e for e in found if isinstance(e, PanelEvent)]
+
+    return missing
+
+
 def _lost_on_the_way(
     cur: psycopg.Cursor[Any],
     app: PanelApplication,
@@ -616,8 +747,9 @@ def _lost_on_the_way(
         seen = applied.get(key, 0)
         if message.previous is not None and message.previous > seen:
             log.warning(
-                "messages of tenant %s (%s) were lost on the way, notifications %d to %d: "
-                "applying them from the event store",
+                "messages of tenant %s (%s) never reached the projector (lost on the way, or "
+                "set aside by the relay), notifications %d to %d: applying them from the "
+                "event store",
                 message.tenant_id,
                 stream,
                 seen + 1,

@@ -11,10 +11,12 @@
 - It wakes on the store's LISTEN/NOTIFY channel, with a slow poll as a safety net.
 - Messages are made from the stored events as they are: personal data stays sealed, and the
   relay holds no key to open it.
-- Each message names the one published before it for its tenant and stream (their last
-  acknowledged ones are kept in `relay_tenant_positions`, written with the position): a
-  projector that never applied that one knows messages were lost on the way, and applies
-  them from the event store (workers/projector.py).
+- Each message names the notification the relay passed on before it for its tenant and stream
+  (published and acknowledged, or set aside as a dead letter; the last of each is kept in
+  `relay_tenant_positions`, written with the position): a projector that never applied that
+  one knows messages were lost on the way, and applies them from the event store; for a
+  tenant with no later message, it compares that table with what it applied
+  (workers/projector.py, `heal`).
 """
 
 from __future__ import annotations
@@ -138,12 +140,12 @@ class Relay:
         conn: psycopg.Connection[Any],
     ) -> tuple[dict[Key, int], list[tuple[Notification, str]]]:
         """Send a batch and wait for every acknowledgement; returns the last notification
-        sent of each (stream, tenant), and the events that could not be made messages of,
-        with the reason (skipped: see `_bury`). Internal events (uniqueness records) are not
-        sent. An event of a class this release does not know stops the relay there until a
-        release that knows it runs (RelayError, retried): in a rolling upgrade the write API
-        may store a new kind of event before the relay is upgraded, and skipping it would
-        lose it for the read models."""
+        passed on of each (stream, tenant), sent or set aside, and the events that could not
+        be made messages of, with the reason (skipped: see `_bury`). Internal events
+        (uniqueness records) are not sent. An event of a class this release does not know
+        stops the relay there until a release that knows it runs (RelayError, retried): in a
+        rolling upgrade the write API may store a new kind of event before the relay is
+        upgraded, and skipping it would lose it for the read models."""
         published, poisoned = [], []
         for notification in notifications:
             try:
@@ -174,6 +176,9 @@ class Relay:
                 message = envelope.encode_stored(notification, app.mapper.transcoder, previous)
             except Exception as exc:  # its state does not decode, say
                 poisoned.append((notification, repr(exc)))
+                # passed on all the same: a projector takes the tenant's stream as applied
+                # past it (reads waiting for it go on), finding it in the event store
+                last[key] = notification.id
                 continue
             assert message is not None
             futures.append(producer.send(self.topics[kind], key=tenant_id.encode(), value=message))

@@ -1,14 +1,17 @@
 """What never reaches the broker as it should. An event the relay can't make a message of
 is set aside, not in everyone's way. Messages lost on the way (a broker that lost acknowledged
-messages, or was started again empty): every message names the one published before it for
+messages, or was started again empty): every message names the one passed on before it for
 its tenant and stream, so the projector finds the gap at the tenant's next message and
-applies what is missing from the event store. Version gating alone heals only an entity with
-a later event: here the lost event is its entity's last. Real PostgreSQL and broker; the
-relay and the projector run in threads of the test, and the broker "loses" a message by the
-relay's producer acknowledging it without sending it."""
+applies what is missing from the event store; a tenant with no next message is found by
+comparing the relay's last message of each tenant with what was applied (`heal`). Version
+gating alone heals only an entity with a later event: here the lost event is its entity's
+last. Real PostgreSQL and broker; the relay and the projector run in threads of the test,
+and the broker "loses" a message by the relay's producer acknowledging it without sending
+it."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +21,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from kafka.producer.future import Future
+import redis
+from kafka import TopicPartition
 
 from beeoclock import kafka
 from beeoclock.bootstrap import panel_application
@@ -30,6 +34,14 @@ from workers import relay as relay_module
 from workers.projector import Projector
 
 REGISTERED = "events.customer:CustomerRegistered"
+
+
+class Acknowledged:
+    """The broker's answer to a send it "lost": the relay's producer waits on it as on a
+    send's future."""
+
+    def get(self, timeout: float | None = None) -> None:
+        return None
 
 
 class Losing:
@@ -47,9 +59,7 @@ class Losing:
         def losing(topic: str, *, key: bytes, value: bytes) -> Any:
             if envelope.decode(value).entity_id in self.doomed:
                 self.lost.append(value)
-                done = Future()
-                done.success(None)
-                return done
+                return Acknowledged()
             return send(topic, key=key, value=value)
 
         producer.send = losing
@@ -63,10 +73,79 @@ def losing(monkeypatch: pytest.MonkeyPatch) -> Losing:
     return broker
 
 
+def projector_healing_every(settings: Settings, seconds: float) -> Projector:
+    projector = Projector(settings)
+    projector.heal_every_s = seconds
+    return projector
+
+
 @pytest.fixture
 def pipeline(settings: Settings, losing: Losing) -> Iterator[Projector]:
-    with relay_and_projector(settings) as projector:
+    """A projector that finds lost messages only at a tenant's next message (it looks for
+    tenants with none once an hour): each mechanism on its own."""
+    with relay_and_projector(settings, projector_healing_every(settings, 3600)) as projector:
         yield projector
+
+
+@pytest.fixture
+def healing(settings: Settings, losing: Losing) -> Iterator[Projector]:
+    """A projector that looks for tenants behind the relay every half second."""
+    with relay_and_projector(settings, projector_healing_every(settings, 0.5)) as projector:
+        yield projector
+
+
+def positions(settings: Settings, tenant: str) -> tuple[int, int, int]:
+    """The tenant's customer stream: (written, passed on by the relay, applied)."""
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute(
+            "SELECT w.position, coalesce(r.position, 0), coalesce(a.position, 0) "
+            "FROM written_positions w "
+            "LEFT JOIN relay_tenant_positions r USING (tenant_id, stream) "
+            "LEFT JOIN applied_positions a USING (tenant_id, stream) "
+            "WHERE w.tenant_id = %s AND w.stream = 'customer'",
+            (tenant,),
+        ).fetchone()
+    assert row is not None
+    return row
+
+
+def test_a_tenant_whose_last_message_was_lost_is_healed_without_writing_again(
+    settings: Settings, healing: Projector, losing: Losing
+) -> None:
+    """No next message names the lost one: the projector finds the tenant behind what the
+    relay passed on, once it has read the partition to its end, and applies the rest from
+    the event store. Before, the tenant stayed behind (its reads answering 503) until it
+    wrote again."""
+    tenant = uuid.uuid4().hex[:24]
+    first, lost = (uuid.uuid4().hex[:24] for _ in range(2))
+    register(settings, tenant, first)
+    eventually(lambda: projected(settings, tenant, first), timeout_s=30)
+    losing.doomed.add(lost)
+    register(settings, tenant, lost)
+    eventually(lambda: losing.lost, timeout_s=30)
+    eventually(lambda: projected(settings, tenant, lost), timeout_s=30)
+    written, relayed, applied = eventually(
+        lambda: (p := positions(settings, tenant))[2] == p[0] and p, timeout_s=30
+    )
+    assert written == relayed == applied
+
+
+def test_reads_go_on_past_an_event_the_relay_set_aside(
+    settings: Settings, healing: Projector
+) -> None:
+    """An event the relay dead-letters is its tenant's latest write, which reads wait for:
+    the relay counts it as passed on, and the projector takes the tenant as applied past it
+    (nothing in the event store can be applied of it). Before, the tenant's reads answered
+    503 until its next event was applied."""
+    tenant = uuid.uuid4().hex[:24]
+    first = uuid.uuid4().hex[:24]
+    register(settings, tenant, first)
+    eventually(lambda: projected(settings, tenant, first), timeout_s=30)
+    corrupt(settings, tenant)
+    written, relayed, applied = eventually(
+        lambda: (p := positions(settings, tenant))[2] == p[0] and p, timeout_s=30
+    )
+    assert written == relayed == applied
 
 
 def test_a_tenants_next_message_brings_back_what_was_lost_before_it(
@@ -246,3 +325,65 @@ def test_events_lost_before_a_message_that_fails_are_applied_all_the_same(
             "SELECT aggregate_id FROM projector_dead_letters WHERE tenant_id = %s", (tenant,)
         ).fetchall()
     assert dead == [("f" * 24,)]
+
+
+def test_messages_on_their_way_are_not_taken_for_lost(settings: Settings) -> None:
+    """`heal` applies only what is certainly lost. A tenant's message in a partition the
+    projector has not read yet is on its way; it is lost once the projector has applied a
+    later message of that partition (the producer keeps a partition in the order of the
+    notifications), or has read the partition to its end without it (here: read, and not
+    applied, as if it had never come)."""
+    from beeoclock.kafka import partition_of
+    from workers.relay import Relay
+
+    partitions = settings.kafka_partitions
+    early = uuid.uuid4().hex[:24]
+    late = uuid.uuid4().hex[:24]
+    while partition_of(late, partitions) == partition_of(early, partitions):
+        late = uuid.uuid4().hex[:24]
+    customers = {early: uuid.uuid4().hex[:24], late: uuid.uuid4().hex[:24]}
+    relay = Relay(settings)
+    thread = threading.Thread(target=relay.run, daemon=True)
+    thread.start()
+    app = panel_application(settings, pool_size=1)
+    redis_client = redis.Redis.from_url(settings.redis_url)
+    projector = Projector(settings)
+    try:
+        for tenant, customer in customers.items():
+            register(settings, tenant, customer)
+        relayed = {t: eventually(lambda t=t: positions(settings, t)[1], 30) for t in customers}
+        projector.conn = projector._connect()
+        projector.consumer = consumer = kafka.consumer(settings, group_id=None)
+        tps = {
+            t: TopicPartition(settings.topic_customer, partition_of(t, partitions))
+            for t in customers
+        }
+        consumer.assign(sorted(tps.values()))
+        consumer.seek_to_beginning()
+
+        assert projector.heal(app, redis_client) == []  # in the log, not read yet
+
+        projector.reached[tps[early]] = relayed[early] + 1  # a later message applied
+        healed = projector.heal(app, redis_client)
+        assert (early, "customer") in healed
+        assert (late, "customer") not in healed
+
+        ends = consumer.end_offsets([tps[late]])
+        deadline = time.monotonic() + 30
+        while consumer.position(tps[late]) < ends[tps[late]]:
+            assert time.monotonic() < deadline, "the partition was not read to its end"
+            consumer.poll(timeout_ms=100)  # read, not applied
+        assert (late, "customer") in projector.heal(app, redis_client)
+        for tenant, customer in customers.items():
+            assert projected(settings, tenant, customer)
+            written, _, applied = positions(settings, tenant)
+            assert applied == written
+    finally:
+        relay.stop()
+        thread.join(timeout=30)
+        if projector.consumer is not None:
+            projector.consumer.close(autocommit=False)
+        if projector.conn is not None:
+            projector.conn.close()
+        redis_client.close()
+        app.close()
