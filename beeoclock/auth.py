@@ -274,7 +274,7 @@ class TokenVerifier:
         return self._remember(token, self._decode(token, header, key))
 
     def principal(self, claims: dict[str, Any], tenant_id: str | None) -> Principal:
-        if not tenant_id or not TENANT_ID.match(tenant_id):
+        if not tenant_id or not TENANT_ID.fullmatch(tenant_id):
             msg = "x-business-tenant-id header is missing or malformed"
             raise Forbidden(msg)
         granted = claims[self.settings.jwt_tenants_claim].get(tenant_id)

@@ -59,7 +59,7 @@ async def get_expected_version(
     if if_match is None or if_match.strip() == "*":
         return None
     value = if_match.strip().removeprefix("W/").strip('"')
-    if not _VERSION.match(value):
+    if not _VERSION.fullmatch(value):
         raise InvalidCommand(
             'If-Match must be an ETag such as "3"',
             [FieldError("If-Match", "is not a version ETag", f"value: {if_match[:40]!r}")],

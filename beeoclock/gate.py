@@ -82,7 +82,7 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 
 
 def _safe_id(value: object) -> str | None:
-    return value if isinstance(value, str) and ENTITY_ID.match(value) else None
+    return value if isinstance(value, str) and ENTITY_ID.fullmatch(value) else None
 
 
 def _compile(templates: Iterable[tuple[str, str]]) -> list[tuple[str, str, re.Pattern[str]]]:
@@ -125,7 +125,7 @@ class RequestGate:
             return
         started = time.perf_counter()
         given = _header(scope, b"x-request-id") or ""
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         entry: dict[str, Any] = {"method": scope["method"], "route": None, "status": 500}
         extra_headers: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]
@@ -191,7 +191,7 @@ class RequestGate:
         self, scope: dict[str, Any], method: str, template: str, entry: dict[str, Any]
     ) -> tuple[Principal, Decision | None, str]:
         tenant_header = _header(scope, b"x-business-tenant-id")
-        if tenant_header and TENANT_ID.match(tenant_header):
+        if tenant_header and TENANT_ID.fullmatch(tenant_header):
             entry["tenant"] = tenant_header
         claims = await self.tokens.claims_async(bearer_token(_header(scope, b"authorization")))
         entry["subject"] = claims["sub"]

@@ -15,7 +15,7 @@ RESERVED_IDS = frozenset({"paged"})
 
 def entity_id(value: str, kind: str) -> str:
     """A path id: one that can't exist answers 404, like any id never created."""
-    if not ENTITY_ID.match(value):
+    if not ENTITY_ID.fullmatch(value):
         msg = f"{kind} {value[:64]!r} not found"
         raise NotFound(msg)
     return value

@@ -41,7 +41,7 @@ def parse_rate(value: str) -> Rate | None:
     """`100/min`, `30/m`, `5000/h`, `10/15s`; `off` (no limit) gives None."""
     if value.strip().lower() == "off":
         return None
-    match = _RATE.match(value.lower())
+    match = _RATE.fullmatch(value.lower())
     if not match or int(match[1]) == 0:
         msg = f"{value!r} is not a rate such as 100/min, 5000/h or off"
         raise ValueError(msg)
@@ -225,7 +225,7 @@ class Settings(BaseSettings):
     @field_validator("kafka_topic_prefix")
     @classmethod
     def _topic_prefix(cls, value: str) -> str:
-        if not _TOPIC_PREFIX.match(value):
+        if not _TOPIC_PREFIX.fullmatch(value):
             msg = "BEEOCLOCK_KAFKA_TOPIC_PREFIX may hold letters, digits, '.', '_' and '-' only"
             raise ValueError(msg)
         return value

@@ -35,7 +35,7 @@ def normalize_phone(value: str) -> str:
     A number without `+` is read as international too (the panel stores digits only), and
     `00` is the international prefix."""
     raw = value.strip()
-    if not _PHONE.match(raw):
+    if not _PHONE.fullmatch(raw):
         msg = "is not a valid international phone number"
         raise ValueError(msg)
     digits = re.sub(r"\D", "", raw)

@@ -167,7 +167,7 @@ _PHONE_LIKE = re.compile(r"^[+(]{0,2}[0-9][0-9 ().-]*$")
 def phone_variants(phrase: str) -> tuple[str, ...]:
     """Phones are kept as digits only, so `+48 512-345` also searches for `48512345`, and
     `+48` for `48`."""
-    if not _PHONE_LIKE.match(phrase):
+    if not _PHONE_LIKE.fullmatch(phrase):
         return ()
     digits = re.sub(r"\D", "", phrase)
     return (digits,) if digits != phrase else ()

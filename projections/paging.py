@@ -66,7 +66,7 @@ def decode_cursor(cursor: str, order_by: str, order_dir: str) -> tuple[datetime 
     if (by, direction) != (order_by, order_dir):
         msg = "cursor belongs to another orderBy/orderDir"
         raise BadCursor(msg)
-    if not isinstance(entity_id, str) or not ENTITY_ID.match(entity_id):
+    if not isinstance(entity_id, str) or not ENTITY_ID.fullmatch(entity_id):
         msg = "cursor is not valid"
         raise BadCursor(msg)
     if isinstance(key, int) != (order_by in INTEGER_KEYS):

@@ -112,7 +112,7 @@ class Reader:
     ) -> ReadGate:
         min_position = None
         if x_min_position is not None:
-            if len(x_min_position) > 40 or not _POSITION.match(x_min_position.strip()):
+            if len(x_min_position) > 40 or not _POSITION.fullmatch(x_min_position.strip()):
                 raise InvalidCommand(
                     "X-Min-Position must be an event position",
                     [FieldError("X-Min-Position", "is not a non-negative integer")],

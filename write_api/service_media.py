@@ -200,7 +200,7 @@ def _media_id(upload: Upload) -> str | None:
     value = upload.fields.get("_id")
     if value is None or not value.strip():
         return None
-    if not ENTITY_ID.match(value):
+    if not ENTITY_ID.fullmatch(value):
         msg = "is not a media id"
         raise InvalidCommand(f"_id {msg}", [FieldError("_id", msg, f"value: {value[:80]!r}")])
     return value

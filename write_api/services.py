@@ -118,7 +118,7 @@ def _currency(value: str) -> str:
 def _color(value: str | None) -> str | None:
     if value is None or not value.strip():
         return None
-    if not _COLOR.match(value.strip()):
+    if not _COLOR.fullmatch(value.strip()):
         msg = "must be a hex colour such as #ff8800 or #f80"
         raise ValueError(msg)
     return value.strip()

@@ -4,6 +4,8 @@ alone stop) the projector."""
 from __future__ import annotations
 
 import base64
+import copy
+from typing import Any
 
 import httpx
 import orjson
@@ -11,6 +13,7 @@ import pytest
 
 from beeoclock.settings import Settings
 from tests.e2e.test_customer_slice import assert_error
+from tests.e2e.test_service_api import body as service_body
 from tests.support import new_tenant
 
 
@@ -44,6 +47,51 @@ def test_bad_bodies_are_400_and_store_nothing(
     doc = assert_error(tenant.post("/api/v1/customer", json=body), 400)
     assert doc["errors"]
     assert tenant.get("/api/v1/customer/paged").json()["totalSize"] == 0
+
+
+LONE = "\\ud800"  # a JSON escape of half a surrogate pair, as a body's raw text holds it
+
+
+def _with_lone_surrogate(doc: dict[str, Any], path: tuple[str | int, ...]) -> bytes:
+    """`doc` as JSON text, with a lone surrogate escape added to the string at `path`
+    (httpx's own encoder can't send one)."""
+    marked = copy.deepcopy(doc)
+    at: Any = marked
+    for key in path[:-1]:
+        at = at[key]
+    at[path[-1]] = "SURROGATE" + str(at[path[-1]])
+    return orjson.dumps(marked).replace(b"SURROGATE", LONE.encode())
+
+
+@pytest.mark.parametrize(
+    ("path", "doc", "field"),
+    [
+        ("/api/v1/customer", {"firstName": "Ann"}, ("firstName",)),
+        ("/api/v1/customer", {"firstName": "A", "lastName": "Lee"}, ("lastName",)),
+        ("/api/v1/customer", {"firstName": "A", "note": "n"}, ("note",)),
+        ("/api/v1/customer", {"firstName": "A", "email": "a@b.pl"}, ("email",)),
+        ("/api/v1/customer", {"firstName": "A", "phone": "+48512345678"}, ("phone",)),
+        ("/api/v1/service", service_body(), ("languageVersions", 0, "title")),
+        ("/api/v1/service", service_body(), ("languageVersions", 0, "description")),
+    ],
+    ids=["firstName", "lastName", "note", "email", "phone", "title", "description"],
+)
+def test_a_lone_surrogate_in_any_text_is_400_and_stores_nothing(
+    client: httpx.Client,
+    settings: Settings,
+    path: str,
+    doc: dict[str, Any],
+    field: tuple[str | int, ...],
+) -> None:
+    """JSON may escape half a surrogate pair (`\\ud800`), which Python decodes to a string no
+    UTF-8 text can hold: a service title holding one was a 500 (the event could not be
+    encoded)."""
+    tenant = new_tenant(client, settings)
+    raw = _with_lone_surrogate(doc, field)
+    headers = {"content-type": "application/json"}
+    answer = tenant.post(path, content=raw, headers=headers)
+    assert_error(answer, 400)
+    assert tenant.get(f"{path}/paged").json()["totalSize"] == 0
 
 
 def test_creation_time_is_normalised_to_utc_milliseconds(

@@ -257,8 +257,9 @@ def test_an_upload_without_a_file_is_400(client: httpx.Client, settings: Setting
     path = f"/api/v1/service/{service['_id']}/media"
     assert_error(tenant.post(path, data={"description": "x"}), 400)
     assert_error(tenant.post(path, json={"file": "x"}), 400)
-    bad_id = patch_banner(tenant, service["_id"], image(), _id="not an id")
-    assert_error(bad_id, 400)
+    for not_an_id in ("not an id", "evil\n"):
+        bad_id = patch_banner(tenant, service["_id"], image(), _id=not_an_id)
+        assert_error(bad_id, 400)
     assert banners(tenant, service["_id"]) == []
 
 
