@@ -188,7 +188,10 @@ def cmd_gdpr(settings: Settings, args: argparse.Namespace) -> None:
                 )
             elif args.action == "seal-legacy":
                 prefix = f"customer:{args.tenant}:" if args.tenant else "customer:"
-                document = {"sealed": gdpr.seal_plain(app, conn, prefix)}
+                document = {
+                    "sealed": gdpr.seal_plain(app, conn, prefix),
+                    "snapshotsDropped": gdpr.drop_plain_snapshots(conn, prefix),
+                }
             else:
                 actor = args.actor or f"operator:{getpass.getuser()}"
                 document = gdpr.erase_customer(

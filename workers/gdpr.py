@@ -7,8 +7,11 @@ Erasure (`beeoclock gdpr erase`): a `CustomerErased` event (who, when, why; no p
 data), the release of the customer's email and phone, and the destruction of their data key
 commit in one transaction (commands/handlers.py); from then on every sealed copy of their
 personal data (events, snapshots, Kafka messages, backups) is unreadable. Then the customer
-leaves the read model for a tombstone (so no replay or redelivery brings them back) and the
-cached answers of the tenant's customers are dropped. Erasing again changes nothing more.
+leaves the read model for a tombstone (so no replay or redelivery brings them back), and the
+staging tables of stopped replays; their snapshots are deleted (time travel folds the sealed
+events instead), error texts of their dead letters redacted, and the cached answers of the
+tenant's customers dropped. Events and snapshots from before sealing (a release without it)
+are sealed, or deleted, first. Erasing again changes nothing more.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import psycopg
 import redis
 from eventsourcing.utils import get_topic, resolve_topic
+from psycopg import sql
 from psycopg.rows import tuple_row
 
 from beeoclock import kafka
@@ -157,6 +162,27 @@ def export_customer(
     }
 
 
+#: the personal data fields of customer events (events/customer.py)
+PERSONAL_FIELDS = sorted(
+    {name for cls in CUSTOMER_EVENTS for name in getattr(cls, "personal_data", ())}
+)
+#: legacy events sealed per transaction
+SEAL_BATCH = 500
+
+#: customer events in a scope (a stream, or streams starting with a prefix) holding a personal
+#: data field in plain text: an object that is not a sealed value. Decided from the parsed
+#: document: a plain value that merely contains the text "sealed" is still plain.
+_PLAIN_EVENTS = (
+    "SELECT e.originator_id, e.originator_version, e.topic, e.state FROM panel_events e, "
+    "LATERAL (SELECT convert_from(e.state, 'UTF8')::jsonb AS doc) d "
+    "WHERE (e.originator_id = %(prefix)s OR NOT %(whole)s AND starts_with(e.originator_id, "
+    "%(prefix)s)) AND e.topic = ANY(%(topics)s) AND EXISTS (SELECT 1 FROM unnest(%(names)s::text[])"
+    " AS f(name) WHERE jsonb_typeof(d.doc -> f.name) = 'object' "
+    "AND jsonb_typeof(d.doc -> f.name -> 'sealed') IS DISTINCT FROM 'string') "
+    "ORDER BY e.notification_id LIMIT %(limit)s FOR UPDATE OF e"
+)
+
+
 def seal_plain(
     app: PanelApplication, conn: psycopg.Connection[Any], prefix: str, *, whole: bool = False
 ) -> int:
@@ -164,33 +190,79 @@ def seal_plain(
     text (the streams starting with `prefix`, e.g. `customer:<tenant>:`; `whole`: the one
     stream named so, and not those whose name goes on). The one edit of stored events this
     system makes: the same event, its personal data now sealed, so that erasure can reach it.
-    Returns how many events were sealed."""
+    A transaction per `SEAL_BATCH` events. Returns how many events were sealed.
+
+    Snapshots an old release wrote hold the same data in plain text: see
+    `drop_plain_snapshots`."""
     assert app.vault is not None
     topics = [get_topic(cls) for cls in CUSTOMER_EVENTS if getattr(cls, "personal_data", ())]
+    query = {
+        "prefix": prefix,
+        "whole": whole,
+        "topics": topics,
+        "names": PERSONAL_FIELDS,
+        "limit": SEAL_BATCH,
+    }
     sealed = 0
+    with app.keys():  # one key fetch per customer, not per event
+        while True:
+            with conn.transaction():
+                rows = conn.execute(_PLAIN_EVENTS, query).fetchall()
+                for originator_id, version, topic, raw in rows:
+                    state = app.mapper.transcoder.decode(bytes(raw))
+                    subject = PanelApplication.subjects_of_ids([originator_id]).pop()
+                    for name in resolve_topic(topic).personal_data:
+                        if isinstance(state.get(name), dict) and not is_sealed(state[name]):
+                            state[name] = app.vault.seal(subject, state[name])
+                    conn.execute(
+                        "UPDATE panel_events SET state = %s WHERE originator_id = %s "
+                        "AND originator_version = %s",
+                        (app.mapper.transcoder.encode(state), originator_id, version),
+                    )
+                sealed += len(rows)
+            if len(rows) < SEAL_BATCH:
+                return sealed
+
+
+def _holds_plain_personal(node: Any) -> bool:
+    """Whether a decoded snapshot holds a personal data field that is not sealed (at any
+    depth: an entity's state is nested in the snapshot's own document)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if (
+                key in PERSONAL_FIELDS
+                and isinstance(value, dict)
+                and value
+                and not is_sealed(value)
+            ):
+                return True
+            if _holds_plain_personal(value):
+                return True
+    elif isinstance(node, list):
+        return any(_holds_plain_personal(item) for item in node)
+    return False
+
+
+def drop_plain_snapshots(conn: psycopg.Connection[Any], prefix: str, *, whole: bool = False) -> int:
+    """Delete the snapshots in the scope of `seal_plain` that hold personal data in plain
+    text (written by a release without sealing): a snapshot is only a shortcut, and the next
+    one is written sealed. Returns how many were deleted."""
+    dropped = 0
     with conn.transaction():
         rows = conn.execute(
-            "SELECT originator_id, originator_version, topic, state FROM panel_events "
-            "WHERE (originator_id = %s OR NOT %s AND starts_with(originator_id, %s)) "
-            "AND topic = ANY(%s) "
-            "AND position('\"sealed\"' IN convert_from(state, 'UTF8')) = 0 "
-            "ORDER BY notification_id FOR UPDATE",
-            (prefix, whole, prefix, topics),
+            "SELECT originator_id, originator_version, state FROM panel_snapshots "
+            "WHERE originator_id = %s OR NOT %s AND starts_with(originator_id, %s) FOR UPDATE",
+            (prefix, whole, prefix),
         ).fetchall()
-        for originator_id, version, topic, raw in rows:
-            state = app.mapper.transcoder.decode(bytes(raw))
-            cls = resolve_topic(topic)
-            subject = PanelApplication.subjects_of_ids([originator_id]).pop()
-            for name in cls.personal_data:
-                if not is_sealed(state[name]):
-                    state[name] = app.vault.seal(subject, state[name])
-            conn.execute(
-                "UPDATE panel_events SET state = %s WHERE originator_id = %s "
-                "AND originator_version = %s",
-                (app.mapper.transcoder.encode(state), originator_id, version),
-            )
-            sealed += 1
-    return sealed
+        for originator_id, version, raw in rows:
+            if _holds_plain_personal(orjson.loads(bytes(raw))):
+                conn.execute(
+                    "DELETE FROM panel_snapshots WHERE originator_id = %s "
+                    "AND originator_version = %s",
+                    (originator_id, version),
+                )
+                dropped += 1
+    return dropped
 
 
 def erase_customer(
@@ -217,12 +289,12 @@ def erase_customer(
         msg = "erasure purges the cache too: BEEOCLOCK_REDIS_URL is needed"
         raise InvalidCommand(msg)
     # events from before crypto-shredding: sealed first, so destroying the key erases them too
-    legacy = seal_plain(app, conn, stream_id(customers.STREAM, tenant_id, customer_id), whole=True)
+    stream = stream_id(customers.STREAM, tenant_id, customer_id)
+    legacy = seal_plain(app, conn, stream, whole=True)
     meta = Meta(tenant_id, actor, f"gdpr-erase-{uuid.uuid4().hex}", datetime.now(UTC))
     outcome = handlers.erase_customer(app, EraseCustomer(meta, customer_id, reason))
 
     # out of the read model now (the projector would do it too, when it gets there)
-    stream = stream_id(customers.STREAM, tenant_id, customer_id)
     with app.keys():
         last = next(iter(app.events.get(stream, desc=True, limit=1)))
 
@@ -240,6 +312,17 @@ def erase_customer(
                 "WHERE tenant_id = %s AND aggregate_id = %s AND topic = %s",
                 (REDACTED, tenant_id, customer_id, settings.topic_customer),
             ).rowcount
+            redacted += cur.execute(
+                "UPDATE relay_dead_letters SET error = %s WHERE originator_id = %s",
+                (REDACTED, stream),
+            ).rowcount
+            # snapshots are only shortcuts: without them, as of any version, the customer is
+            # folded from the events, whose personal data no key opens now (a snapshot from
+            # before sealing would have shown it)
+            snapshots = cur.execute(
+                "DELETE FROM panel_snapshots WHERE originator_id = %s", (stream,)
+            ).rowcount
+            staged = _erase_from_staging(cur, tenant_id, customer_id)
 
     # and out of the cache: the tenant's customer answers, lists included. New generations
     # first, so no answer computed before this point can be stored after it (cache.py).
@@ -272,6 +355,28 @@ def erase_customer(
         "legacyEventsSealed": legacy,
         "readModel": "removed (tombstone kept)",
         "deadLettersRedacted": redacted,
+        "snapshotsDeleted": snapshots,
+        "replayStagingRowsDeleted": staged,
         "cacheEntriesRemoved": len(keys),
         "actor": actor,
     }
+
+
+def _erase_from_staging(cur: psycopg.Cursor[Any], tenant_id: str, customer_id: str) -> int:
+    """The customer's rows in replay staging tables (workers/replay.py) of the customers read
+    model: a replay killed or given up leaves its table behind, rows and search text in plain
+    text. A replay still running applies the erasure itself when it catches up (the event
+    comes after the position it rebuilds to). Returns how many rows were deleted."""
+    deleted = 0
+    for (staging,) in cur.execute(
+        "SELECT DISTINCT staging FROM replay_runs WHERE projection = %s "
+        "AND to_regclass(staging) IS NOT NULL ORDER BY staging",
+        (customers.TABLE,),
+    ).fetchall():
+        deleted += cur.execute(
+            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND id = %s").format(
+                sql.Identifier(staging)
+            ),
+            (tenant_id, customer_id),
+        ).rowcount
+    return deleted

@@ -9,18 +9,20 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
+from psycopg import sql
 
 from beeoclock.bootstrap import panel_application
 from beeoclock.settings import Settings
 from commands import handlers
-from commands.application import PanelApplication
+from commands.application import SNAPSHOT_EVERY, PanelApplication
 from commands.context import Meta
 from commands.customer import Customer, EraseCustomer, RegisterCustomer, UpdateCustomer
 from commands.errors import Conflict
 from events.base import stream_id
-from events.pii import ERASED, VaultError
+from events.pii import ERASED, VaultError, is_sealed
 
 PERSONAL = {
     "firstName": "Zofia",
@@ -357,3 +359,182 @@ def test_a_large_batch_of_keys_is_fetched_by_index_probes(settings: Settings) ->
     assert "Index Scan" in plan, plan
     assert "Seq Scan" not in plan, plan
     assert sorted(s for _, s, _ in found) == sorted(subjects)
+
+
+def _unsealed(app: PanelApplication, tenant: str, customer_id: str, node: Any) -> Any:
+    """A stored document with every sealed value opened, as a release without sealing wrote
+    it."""
+    if isinstance(node, dict):
+        if is_sealed(node):
+            assert app.vault is not None
+            return app.vault.open((tenant, customer_id), node)
+        return {k: _unsealed(app, tenant, customer_id, v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unsealed(app, tenant, customer_id, v) for v in node]
+    return node
+
+
+def _as_an_old_release_stored_it(
+    app: PanelApplication, settings: Settings, tenant: str, customer_id: str
+) -> None:
+    """The customer's events and snapshots with their personal data in plain text, and no
+    data key (the release before crypto-shredding had none)."""
+    stream = stream_id("customer", tenant, customer_id)
+    with app.keys(), psycopg.connect(settings.database_url) as conn:
+        for table in ("panel_events", "panel_snapshots"):
+            for version, raw in conn.execute(
+                f"SELECT originator_version, state FROM {table} WHERE originator_id = %s",
+                (stream,),
+            ).fetchall():
+                plain = _unsealed(app, tenant, customer_id, orjson.loads(bytes(raw)))
+                conn.execute(
+                    f"UPDATE {table} SET state = %s WHERE originator_id = %s "
+                    "AND originator_version = %s",
+                    (orjson.dumps(plain), stream, version),
+                )
+        conn.execute("DELETE FROM pii_keys WHERE tenant_id = %s", (tenant,))
+
+
+def test_erasure_reaches_legacy_snapshots_and_values_that_read_sealed(
+    app: PanelApplication, settings: Settings, servers: dict[str, str]
+) -> None:
+    """A release without sealing wrote snapshots with personal data in plain text too, and
+    time travel to a snapshot's version read them after an erasure; and a legacy event whose
+    plain personal data merely held the text "sealed" (a note) was taken for sealed, and
+    kept in plain text through the erasure."""
+    import redis
+
+    from workers.gdpr import erase_customer
+
+    tenant, customer_id = uuid.uuid4().hex, "legacy-snap"
+    register(app, tenant, customer_id, note="sealed")
+    for n in range(SNAPSHOT_EVERY):  # versions 2 to 51: a snapshot at 50
+        handlers.update_customer(
+            app,
+            UpdateCustomer(
+                meta(tenant),
+                customer_id,
+                {**PERSONAL, "note": f"visit {n}"},
+                "regular",
+                "active",
+                [],
+                None,
+            ),
+        )
+    stream = stream_id("customer", tenant, customer_id)
+    assert len(stored_states(settings, stream, "panel_snapshots")) == 1
+    _as_an_old_release_stored_it(app, settings, tenant, customer_id)
+    assert PERSONAL["email"].encode() in stored_states(settings, stream, "panel_snapshots")[0]
+    assert b'"note":"sealed"' in stored_states(settings, stream)[0]
+
+    client = redis.Redis.from_url(servers["redis"])
+    with psycopg.connect(settings.database_url) as conn:
+        summary = erase_customer(app, conn, settings, tenant, customer_id, "DSR-4", "dpo", client)
+    assert summary["legacyEventsSealed"] == SNAPSHOT_EVERY + 1
+    assert summary["snapshotsDeleted"] == 1
+    for value in (*PERSONAL.values(), "visit 49"):
+        for table in ("panel_events", "panel_snapshots"):
+            assert all(value.encode() not in s for s in stored_states(settings, stream, table))
+    with app.keys():
+        first = next(iter(app.events.get(stream)))
+        then = app.repository.get(stream, version=SNAPSHOT_EVERY)
+    assert first.personal == dict.fromkeys(PERSONAL, ERASED)
+    assert set(then.state.personal.values()) == {ERASED}
+
+
+def test_seal_legacy_seals_a_tenants_events_in_batches_and_drops_plain_snapshots(
+    app: PanelApplication, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`beeoclock gdpr seal-legacy`: every plain event of the tenant sealed, a transaction per
+    batch (here 2), whatever its values say; snapshots holding plain data dropped, sealed
+    ones kept."""
+    from workers import gdpr
+
+    monkeypatch.setattr(gdpr, "SEAL_BATCH", 2)
+    tenant = uuid.uuid4().hex
+    for cid, note in (("a", "sealed"), ("b", "fine"), ("c", "also fine")):
+        register(app, tenant, cid, note=note, email=f"{cid}@x.pl", phone=None)
+    for n in range(SNAPSHOT_EVERY):
+        handlers.update_customer(
+            app,
+            UpdateCustomer(
+                meta(tenant),
+                "c",
+                {**PERSONAL, "email": "c@x.pl", "phone": None, "note": f"visit {n}"},
+                "regular",
+                "active",
+                [],
+                None,
+            ),
+        )
+    snapshot_of_c = stored_states(settings, stream_id("customer", tenant, "c"), "panel_snapshots")
+    for cid in ("a", "b"):
+        _as_an_old_release_stored_it(app, settings, tenant, cid)
+    with psycopg.connect(settings.database_url) as conn:
+        assert gdpr.seal_plain(app, conn, f"customer:{tenant}:") == 2
+        assert gdpr.drop_plain_snapshots(conn, f"customer:{tenant}:") == 0
+    for cid in ("a", "b"):
+        assert (
+            PERSONAL["firstName"].encode()
+            not in stored_states(settings, stream_id("customer", tenant, cid))[0]
+        )
+    # c's snapshot was written sealed: it stays
+    assert (
+        stored_states(settings, stream_id("customer", tenant, "c"), "panel_snapshots")
+        == snapshot_of_c
+    )
+
+
+def test_erasure_reaches_the_staging_table_a_stopped_replay_left(
+    app: PanelApplication, settings: Settings, servers: dict[str, str]
+) -> None:
+    """A replay killed after its bulk phase leaves its staging table, rows and search text
+    in plain text, until a run of the same name resumes it: the erasure deletes the
+    customer's rows there too (a replay still running applies the erasure itself)."""
+    import redis
+
+    from workers.gdpr import erase_customer
+    from workers.replay import TARGETS, Replay
+
+    tenant = uuid.uuid4().hex
+    register(app, tenant, "gone", email="gone@example.com", phone=None)
+    register(app, tenant, "stays", email="stays@example.com", phone=None)
+    replay = Replay(settings, TARGETS["customers"], tenant, progress=False)
+    with replay._session() as conn:
+        replay._build(conn, fresh=True)  # and stopped there, as if killed
+
+    def staged(customer_id: str) -> list[str]:
+        with psycopg.connect(settings.database_url) as conn:
+            rows = conn.execute(
+                sql.SQL("SELECT t::text FROM {} t WHERE tenant_id = %s AND id = %s").format(
+                    sql.Identifier(replay.staging)
+                ),
+                (tenant, customer_id),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    assert "gone@example.com" in staged("gone")[0]
+    with psycopg.connect(settings.database_url) as conn:  # its error may quote a value
+        conn.execute(
+            "INSERT INTO relay_dead_letters (name, notification_id, originator_id, "
+            "originator_version, topic, error) VALUES ('relay', -1, %s, 9, 't', %s)",
+            (stream_id("customer", tenant, "gone"), "ValueError('gone@example.com')"),
+        )
+    client = redis.Redis.from_url(servers["redis"])
+    try:
+        with psycopg.connect(settings.database_url) as conn:
+            summary = erase_customer(app, conn, settings, tenant, "gone", "DSR-9", "dpo", client)
+        assert summary["replayStagingRowsDeleted"] == 1
+        assert staged("gone") == []
+        assert staged("stays")
+        assert summary["deadLettersRedacted"] == 1
+        with psycopg.connect(settings.database_url) as conn:
+            (error,) = conn.execute(
+                "SELECT error FROM relay_dead_letters WHERE originator_id = %s",
+                (stream_id("customer", tenant, "gone"),),
+            ).fetchone()
+        assert "gone@example.com" not in error
+    finally:
+        with psycopg.connect(settings.database_url) as conn:
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(replay.staging)))
+            conn.execute("DELETE FROM replay_runs WHERE staging = %s", (replay.staging,))
