@@ -67,6 +67,9 @@ PARALLEL_FROM = 20_000
 MAX_WORKERS = 4
 #: the swap waits at most this long for the live table's lock
 LOCK_TIMEOUT = "30s"
+#: after a swap, how long a read in flight may still take to store an answer computed from
+#: the old table (s); the cached answers are dropped again then (`_drop_cached`)
+CACHE_GRACE_S = 1.0
 #: how often an index build or VACUUM checks that its replay is still there (ms)
 CLIENT_CHECK_MS = 1000
 _LOCK_CLASS = 0x7265706C  # advisory lock (class, hash of the run's name): one run at a time
@@ -212,10 +215,17 @@ class Replay:
         return report
 
     def check(self) -> Report:
-        """Rebuild into a staging table, compare with the live table, drop the staging."""
+        """Rebuild into a staging table, compare with the live table, drop the staging.
+
+        The last catch-up and the comparison read one snapshot (REPEATABLE READ): a live row
+        can then reflect no event the staging table lacks (the projector applies only events
+        committed before its own commit), so a projector at work shows as `behind` at worst,
+        never as damage. Read committed, a row it applied between the catch-up and the
+        comparison was `different` and a customer it created `extra`."""
         with self._session() as conn:
             report = self._build(conn, fresh=True)
             with self._application() as app, conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 self._catch_up(conn, app, report)
                 self._compare(conn, report)
                 self._drop_staging(conn)
@@ -948,15 +958,34 @@ class Replay:
                 report.different.append(key)
 
     def _drop_cached(self) -> None:
-        """Cached answers of what was rebuilt go; Redis down: they expire by their TTL."""
-        pattern = f"v:{self.tenant or '*'}:{self.target.stream}:*"
+        """Cached answers of what was rebuilt go; Redis down (or none configured): they
+        expire by their TTL.
+
+        A read that computed its answer from the old table just before the swap may store
+        it just after the answers were dropped. The generations that exist are moved on
+        first, as the projector and an erasure do (projections/cache.py), so such an answer
+        goes under one no read asks for; an entity with no generation yet (not changed for a
+        TTL) has none to move, so the answers are dropped once more `CACHE_GRACE_S` later,
+        when every read in flight at the swap has stored its answer."""
+        if not self.settings.redis_url:
+            log.warning("no Redis configured: cached answers expire by their TTL")
+            return
+        scope = f"{self.tenant or '*'}:{self.target.stream}"
         try:
             client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=2)
             with client:
-                keys = list(client.scan_iter(match=pattern, count=1000))
-                for start in range(0, len(keys), 500):
-                    client.unlink(*keys[start : start + 500])
-        except (redis.RedisError, OSError) as exc:
+                generations = list(client.scan_iter(match=f"g:{scope}*", count=1000))
+                for start in range(0, len(generations), 500):
+                    pipe = client.pipeline(transaction=False)
+                    for key in generations[start : start + 500]:
+                        pipe.incr(key)
+                    pipe.execute()
+                for grace_s in (0.0, CACHE_GRACE_S):
+                    time.sleep(grace_s)
+                    keys = list(client.scan_iter(match=f"v:{scope}:*", count=1000))
+                    for start in range(0, len(keys), 500):
+                        client.unlink(*keys[start : start + 500])
+        except (redis.RedisError, OSError, ValueError) as exc:  # ValueError: a malformed URL
             log.warning("could not drop cached answers (they expire by TTL): %s", exc)
 
 
