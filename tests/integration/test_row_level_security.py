@@ -123,6 +123,17 @@ def test_a_login_role_in_the_reader_role_gets_the_same_walls(
             conn.execute("RESET ROLE; SELECT count(*) FROM panel_events")
 
 
+def test_the_auditor_sees_the_customers_read_model(
+    settings: Settings, two_tenants: tuple[str, str]
+) -> None:
+    """The GDPR export, made as the auditor, says whether the customer has a row: with no
+    policy of its own, row-level security hid every row from it, and the export said none."""
+    a, _ = two_tenants
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("SET ROLE beeoclock_auditor")
+        assert count(conn, f"SELECT count(*) FROM customers WHERE tenant_id = '{a}'") == 3
+
+
 def test_the_auditor_reads_the_event_store_and_changes_nothing(settings: Settings) -> None:
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute("SET ROLE beeoclock_auditor")
