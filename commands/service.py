@@ -206,14 +206,20 @@ class Service(BaseAggregate[str]):
         return banner
 
     def remove_banner(self, cmd: RemoveServiceBanner) -> Banner:
-        """Returns the banner removed."""
+        """Returns the banner as removed. Removing it again changes nothing and returns the
+        same (a soft delete's repeat, as the contract has it), while the service remembers
+        it (`ServiceState.removed_banners`)."""
         self._check_version(cmd.expected_version)
-        banner = self.state.banner(cmd.media_id)
-        if banner is None:
+        if self.state.banner(cmd.media_id) is None:
+            removed = self.state.removed_banner(cmd.media_id)
+            if removed is not None:
+                return removed
             msg = f"media {cmd.media_id} not found in service {self.state.id}"
             raise NotFound(msg)
         self.trigger_event(ServiceBannerRemoved, media_id=cmd.media_id, **cmd.meta.event_fields())
-        return banner
+        removed = self.state.removed_banner(cmd.media_id)
+        assert removed is not None
+        return removed
 
     def _set_resources(self, meta: Meta, resources: list[Resource]) -> None:
         if resources != self.state.required_resources:

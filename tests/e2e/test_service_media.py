@@ -191,6 +191,8 @@ def test_a_put_sending_no_banners_keeps_the_stored_banners(
 def test_a_removed_banner_is_gone_and_its_url_answers_404(
     client: httpx.Client, settings: Settings, form: str
 ) -> None:
+    """Removing it again is 200 with the same MediaDto, as the contract's soft deletes are
+    (it was 404), and changes nothing; a banner never there is 404."""
     tenant = new_tenant(client, settings)
     service = create(tenant)
     keep = add_banner(tenant, service["_id"], image(color="blue"))
@@ -203,9 +205,16 @@ def test_a_removed_banner_is_gone_and_its_url_answers_404(
     assert removed.status_code == 200, removed.text
     assert removed.json()["_id"] == media["_id"]
     assert removed.json()["state"] == "deleted"
+    assert [h["state"] for h in removed.json()["stateHistory"]] == ["active", "deleted"]
+    assert removed.json()["updatedAt"] == removed.json()["stateHistory"][-1]["setAt"]
     assert banners(tenant, service["_id"]) == [keep]
     assert_error(tenant.get(media["url"]), 404)
-    assert_error(tenant.delete(path), 404)
+    version = tenant.get(f"/api/v1/service/{service['_id']}").json()["_version"]
+    again = tenant.delete(path)
+    assert again.status_code == 200, again.text
+    assert again.json() == removed.json()
+    assert tenant.get(f"/api/v1/service/{service['_id']}").json()["_version"] == version
+    assert_error(tenant.delete(path.replace(media["_id"], "a" * 24)), 404)
     assert tenant.get(keep["url"]).status_code == 200
 
 
