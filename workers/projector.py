@@ -92,12 +92,15 @@ _SAVE_OFFSET = (
     "WHERE projector_offsets.next_offset <= %s RETURNING 1"
 )
 
-#: the (stream, tenant)s whose last notification the relay passed on (published, or set aside
-#: as a dead letter) is past what the read models have applied: in flight, or lost (`heal`)
-_BEHIND = (
-    "SELECT r.stream, r.tenant_id, r.position, coalesce(a.position, 0) "
-    "FROM relay_tenant_positions r LEFT JOIN applied_positions a USING (tenant_id, stream) "
-    "WHERE r.name = %s AND r.position > coalesce(a.position, 0)"
+#: the last notification the relay passed on (published, or set aside as a dead letter) of
+#: each (stream, tenant) past a position, with what the read models have applied of it
+#: (`heal`): an index range (migration 015), the tenants the relay passed on anything of
+#: since the last look, and each one's applied position by a probe of its key (a join would
+#: hash every tenant's once a few thousand were passed on)
+_PASSED_ON = (
+    "SELECT r.stream, r.tenant_id, r.position, coalesce((SELECT a.position FROM "
+    "applied_positions a WHERE a.tenant_id = r.tenant_id AND a.stream = r.stream), 0) "
+    "FROM relay_tenant_positions r WHERE r.name = %s AND r.position > %s"
 )
 
 #: the stored topics of the event classes the relay publishes
@@ -118,6 +121,7 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("partitions revoked: %s", revoked)
         self.projector.applied.clear()  # others may apply those tenants now
         self.projector.reached.clear()
+        self.projector.healed_to = 0
         self.projector.in_group = False
         self.projector.rebalances += 1
 
@@ -125,6 +129,7 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("partitions assigned: %s", assigned)
         self.projector.applied.clear()
         self.projector.reached.clear()
+        self.projector.healed_to = 0  # its new partitions' tenants: every one looked at
         self.projector.seek_to_stored_offsets(assigned)
         self.projector.in_group = True
         self.projector.rebalances += 1
@@ -259,6 +264,9 @@ class Projector:
         #: partition -> the highest notification id of the messages this projector applied
         #: from it since it was assigned (see `heal`)
         self.reached: dict[TopicPartition, int] = {}
+        #: every tenant of this projector's partitions whose last notification the relay
+        #: passed on is at most this has been applied (see `heal`)
+        self.healed_to = 0
 
     def stop(self) -> None:
         self.stopping.set()
@@ -526,17 +534,26 @@ class Projector:
         later message from the tenant's partition (the relay's producer keeps a partition's
         messages in the order of their notifications, and sends a batch only after the one
         before it was acknowledged), or has consumed the partition to its end since the
-        positions were read. Called from the polling thread, between polls."""
+        positions were read. Called from the polling thread, between polls.
+
+        It looks only at tenants the relay passed on anything of since everything before was
+        found applied (`healed_to`; the relay records positions in increasing order, a batch
+        after another), so a look costs the tenants written since the last, not all of them
+        (`python -m bench.heal_query`)."""
         assert self.conn is not None
         assert self.consumer is not None
         assigned = set(self.consumer.assignment())
         if not assigned:
             return []
+        since = self.healed_to
         with self.conn.transaction():
-            behind = self.conn.execute(_BEHIND, (self.settings.relay_name,)).fetchall()
+            rows = self.conn.execute(_PASSED_ON, (self.settings.relay_name, since)).fetchall()
+        top = max((int(r[2]) for r in rows), default=since)
         mine: list[tuple[TopicPartition, str, str, int, int]] = []
         topics = {stream: topic for topic, stream in self.stream_of_topic.items()}
-        for stream, tenant_id, relayed, applied in behind:
+        for stream, tenant_id, relayed, applied in rows:
+            if relayed <= applied:
+                continue
             partitions = self.consumer.partitions_for_topic(topics.get(stream, ""))
             if not partitions:
                 continue
@@ -549,13 +566,31 @@ class Projector:
             # after the positions were read: a message acknowledged before then is in the log
             ends = self.consumer.end_offsets(unproven)
             drained = {tp for tp in unproven if self.consumer.position(tp) >= ends[tp]}
-        lost = [
-            (stream, tenant_id, relayed, applied)
-            for tp, stream, tenant_id, relayed, applied in mine
-            if self.reached.get(tp, 0) > relayed or tp in drained
-        ]
+        lost: list[tuple[str, str, int, int]] = []
+        in_flight: list[int] = []
+        for tp, stream, tenant_id, relayed, applied in mine:
+            if self.reached.get(tp, 0) > relayed or tp in drained:
+                lost.append((stream, tenant_id, relayed, applied))
+            else:
+                in_flight.append(relayed)
+        # once `lost` is applied, every tenant up to here is: the next look starts there
+        healed_to = min(in_flight) - 1 if in_flight else top
         if not lost:
+            self.healed_to = healed_to
             return []
+        healed = self._apply_lost(app, redis_client, lost)
+        self.healed_to = healed_to
+        return healed
+
+    def _apply_lost(
+        self,
+        app: PanelApplication,
+        redis_client: redis.Redis,
+        lost: list[tuple[str, str, int, int]],
+    ) -> list[tuple[str, str]]:
+        """`heal`'s lost events, (stream, tenant, passed on, applied) each, applied from the
+        event store in one transaction; returns the (tenant, stream)s healed."""
+        assert self.conn is not None
         missing = _missing(app)
         changed: set[tuple[str, str, str]] = set()
         healed: dict[tuple[str, str], int] = {}
