@@ -5,8 +5,9 @@ Tokens are verified with the algorithms the settings pin (`jwt_algorithms`): HS2
 shared secret (development, tests, a gateway that re-signs), RS256/ES256 with the identity
 provider's public key or its JWKS. The algorithm a token names only selects among the pinned
 ones, and each algorithm has its own key: an HS256 token is never checked against a public
-key (the classic "alg confusion"), and `none` is never accepted. `exp` and `sub` are required;
-`nbf` and `iat` are honoured with a small leeway; `iss` and `aud` are checked when configured.
+key (the classic "alg confusion"), and `none` is never accepted. `exp` and a non-empty `sub`
+are required; `nbf` and `iat` are honoured with a small leeway; `iss` and `aud` are checked
+when configured.
 """
 
 from __future__ import annotations
@@ -218,7 +219,10 @@ class TokenVerifier:
             msg = "invalid token: no issuer"
             raise Unauthenticated(msg)
         tenants = claims.get(settings.jwt_tenants_claim)
-        if not isinstance(claims.get("sub"), str) or not isinstance(tenants, dict):
+        subject = claims.get("sub")
+        # an empty subject names nobody: events would record no actor and every such token
+        # would share one rate-limit bucket
+        if not isinstance(subject, str) or not subject.strip() or not isinstance(tenants, dict):
             msg = f"invalid token: claims 'sub' and '{settings.jwt_tenants_claim}' are required"
             raise Unauthenticated(msg)
         return claims

@@ -84,6 +84,8 @@ def test_a_valid_token_grants_its_tenants_permissions() -> None:
                 algorithm="none",
             )
         ),
+        lambda: "Bearer " + mint_token(SECRET, "", {"t1": []}),
+        lambda: "Bearer " + mint_token(SECRET, "  ", {"t1": []}),
     ],
     ids=[
         "missing",
@@ -95,6 +97,8 @@ def test_a_valid_token_grants_its_tenants_permissions() -> None:
         "no-exp",
         "other-alg",
         "alg-none",
+        "empty-sub",
+        "blank-sub",
     ],
 )
 def test_a_bad_token_is_unauthenticated(make: object) -> None:
@@ -126,3 +130,4 @@ def test_a_remembered_token_is_refused_once_it_expires() -> None:
     time.sleep(max(0.0, now + 1 - time.time()) + 0.05)
     with pytest.raises(Unauthenticated):
         asyncio.run(verifier.claims_async(token))
+
