@@ -184,8 +184,7 @@ class TokenVerifier:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
-            msg = f"invalid token: {exc}"
-            raise Unauthenticated(msg) from None
+            raise _refused(exc) from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:
             msg = "invalid token: signing algorithm not accepted"
@@ -213,8 +212,7 @@ class TokenVerifier:
                 leeway=settings.jwt_leeway_s,
             )
         except jwt.PyJWTError as exc:
-            msg = f"invalid token: {exc}"
-            raise Unauthenticated(msg) from None
+            raise _refused(exc) from None
         if settings.jwt_issuer and "iss" not in claims:
             msg = "invalid token: no issuer"
             raise Unauthenticated(msg)
@@ -288,6 +286,31 @@ class TokenVerifier:
         return Principal(
             claims["sub"], tenant_id, frozenset(p for p in granted if isinstance(p, str))
         )
+
+
+#: What a client is told about a token PyJWT refused, most specific class first. PyJWT's own
+#: text describes its internals ("Invalid header string: 'utf-8' codec can't decode byte
+#: 0xb7 ..."): it goes to the log, and the client gets one of these fixed messages.
+_REFUSALS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.ExpiredSignatureError, "invalid token: expired"),
+    (jwt.ImmatureSignatureError, "invalid token: not yet valid"),
+    (jwt.InvalidSignatureError, "invalid token: signature"),
+    (jwt.InvalidAudienceError, "invalid token: audience"),
+    (jwt.InvalidIssuerError, "invalid token: issuer"),
+    (jwt.DecodeError, "invalid token: malformed"),
+    (jwt.InvalidAlgorithmError, "invalid token: signing algorithm not accepted"),
+)
+
+
+def _refused(exc: jwt.PyJWTError) -> Unauthenticated:
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        # the claim is one this module requires (exp, sub, iss, aud): a fixed set of names
+        message = f"invalid token: claim '{exc.claim}' is missing"
+    else:
+        fallback = "invalid token: a claim is malformed"
+        message = next((m for t, m in _REFUSALS if isinstance(exc, t)), fallback)
+    log.info("token refused (%s): %s: %s", message, type(exc).__name__, exc)
+    return Unauthenticated(message)
 
 
 def bearer_token(authorization: str | None) -> str:

@@ -241,6 +241,15 @@ def test_a_bad_token_is_401(
     assert response.json()["statusCode"] == 401
 
 
+def test_a_refused_token_is_told_why_in_a_fixed_message(api: tuple[httpx.Client, str]) -> None:
+    """Never PyJWT's own text: the reviewer's garbage token got "invalid token: Invalid header
+    string: 'utf-8' codec can't decode byte 0xb7 ..."."""
+    client, _ = api
+    garbage = f"{b64(bytes([0xB7, 0xFA, 0x01]))}.e30.c2ln"
+    assert call(client, garbage).json()["message"] == "invalid token: malformed"
+    assert call(client, "definitely.not.a-jwt").json()["message"] == "invalid token: malformed"
+
+
 def test_a_rotated_key_is_fetched_once_and_unknown_kids_cannot_flood_the_provider(
     api: tuple[httpx.Client, str], idp: IdentityProvider
 ) -> None:

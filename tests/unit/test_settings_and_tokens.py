@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import logging
 import time
+from collections.abc import Callable
 
 import jwt
 import pytest
@@ -130,4 +133,54 @@ def test_a_remembered_token_is_refused_once_it_expires() -> None:
     time.sleep(max(0.0, now + 1 - time.time()) + 0.05)
     with pytest.raises(Unauthenticated):
         asyncio.run(verifier.claims_async(token))
+
+
+def _garbage_header_token() -> str:
+    """The reviewer's token: a header segment that is not UTF-8."""
+    head = base64.urlsafe_b64encode(b"\xb7\xfa\x01").decode().rstrip("=")
+    return f"{head}.e30.c2ln"
+
+
+@pytest.mark.parametrize(
+    ("make", "message", "logged"),
+    [
+        (_garbage_header_token, "invalid token: malformed", "utf-8"),
+        (lambda: "not.a.jwt", "invalid token: malformed", "Invalid"),
+        (lambda: "a.b.c.d", "invalid token: malformed", "DecodeError"),
+        (
+            lambda: mint_token(SECRET, "u1", {"t1": []}, ttl_s=-120),
+            "invalid token: expired",
+            "expired",
+        ),
+        (
+            lambda: mint_token("x" * 40, "u1", {"t1": []}),
+            "invalid token: signature",
+            "Signature verification failed",
+        ),
+        (
+            lambda: jwt.encode({"sub": "u1", "tenants": {"t1": []}}, SECRET),
+            "invalid token: claim 'exp' is missing",
+            "exp",
+        ),
+        (
+            lambda: jwt.encode(
+                {"sub": "u1", "exp": time.time() + 60, "nbf": time.time() + 600, "tenants": {}},
+                SECRET,
+            ),
+            "invalid token: not yet valid",
+            "not yet valid",
+        ),
+    ],
+    ids=["non-utf8-header", "not-a-jwt", "bad-padding", "expired", "signature", "no-exp", "nbf"],
+)
+def test_a_refused_token_gets_a_fixed_message_and_the_library_text_is_only_logged(
+    make: Callable[[], str], message: str, logged: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PyJWT's own text ("Invalid header string: 'utf-8' codec can't decode byte 0xb7...")
+    describes its internals, not what the client should do: it goes to the server's log."""
+    caplog.set_level(logging.INFO, logger="beeoclock.auth")
+    with pytest.raises(Unauthenticated) as refused:
+        authenticate(f"Bearer {make()}", "t1", settings())
+    assert str(refused.value) == message
+    assert logged in caplog.text
 
