@@ -48,6 +48,8 @@ def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> 
     problem = settings.token_settings_problem()
     if problem:
         raise SettingsError(problem)
+    for warning in settings.token_settings_warnings():
+        log.warning(warning)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

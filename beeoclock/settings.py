@@ -96,7 +96,11 @@ class Settings(BaseSettings):
         30, ge=1, le=3600, description="Least interval between two JWKS fetches."
     )
     jwt_issuer: str = Field("", description="When set, tokens must carry this `iss`.")
-    jwt_audience: str = Field("", description="When set, tokens must carry this `aud`.")
+    jwt_audience: str = Field(
+        "",
+        description="When set, tokens must carry this `aud`. Set it with RS256/ES256: without it "
+        "tokens the identity provider minted for its other APIs are accepted (a warning at start).",
+    )
     jwt_leeway_s: int = Field(
         30, ge=0, le=300, description="Clock skew allowed on `exp`, `nbf` and `iat`."
     )
@@ -288,6 +292,17 @@ class Settings(BaseSettings):
                 f"{', '.join(self.asymmetric_algorithms)} (BEEOCLOCK_JWT_ALGORITHMS)"
             )
         return None
+
+    def token_settings_warnings(self) -> list[str]:
+        """What is unsafe, though workable, in these token settings (logged by the APIs at
+        start)."""
+        if self.asymmetric_algorithms and not self.jwt_audience:
+            return [
+                f"BEEOCLOCK_JWT_AUDIENCE is not set: {', '.join(self.asymmetric_algorithms)} "
+                "tokens that the identity provider minted for any other API (or its ID tokens) "
+                "are accepted here; set it to this API's audience"
+            ]
+        return []
 
     def rate_limit(self, name: str) -> Rate | None:
         """The limit of a class (`customer_read`, ...); None when `off`."""

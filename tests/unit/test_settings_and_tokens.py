@@ -184,3 +184,43 @@ def test_a_refused_token_gets_a_fixed_message_and_the_library_text_is_only_logge
     assert str(refused.value) == message
     assert logged in caplog.text
 
+
+def _public_key_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem.decode()
+
+
+@pytest.mark.parametrize(
+    ("algorithms", "audience", "warned"),
+    [
+        ("RS256", "", True),
+        ("HS256,ES256", "", True),
+        ("RS256", "beeoclock-panel", False),
+        ("HS256", "", False),
+    ],
+)
+def test_an_api_verifying_public_key_tokens_without_an_audience_warns_at_start(
+    algorithms: str, audience: str, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without `aud`, a token the identity provider minted for another of its APIs (with the
+    same tenants claim) is accepted here: the API still starts, and says so loudly."""
+    from beeoclock.app import create_app
+    from tests.support import offline_settings
+
+    settings = offline_settings().model_copy(
+        update={
+            "jwt_algorithms": algorithms,
+            "jwt_public_key": _public_key_pem(),
+            "jwt_audience": audience,
+        }
+    )
+    caplog.set_level(logging.WARNING, logger="beeoclock.app")
+    create_app(settings)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("BEEOCLOCK_JWT_AUDIENCE" in w for w in warnings) == warned, warnings
