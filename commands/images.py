@@ -64,14 +64,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, ImageOps
 
 from commands.errors import FieldError, PayloadTooLarge, UnsupportedMedia
+
+log = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096  # PNG, WebP and progressive JPEG: decoded at full size
@@ -239,7 +242,9 @@ def _invalid_as_unsupported(fmt: _Format, max_pixels: int) -> Iterator[None]:
     try:
         yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _too_large(f"the image has more than {max_pixels} pixels", str(exc)) from exc
+        log.info("image refused (Pillow's bomb guard): %s", exc)
+        message = f"the image has more than {max_pixels} pixels"
+        raise _too_large(message, "refused from its header, before decoding") from exc
     except (MemoryError, PayloadTooLarge, UnsupportedMedia):
         raise
     except Exception as exc:
@@ -319,8 +324,9 @@ def _too_large(message: str, detail: str) -> PayloadTooLarge:
 def _unsupported(message: str, cause: BaseException | None = None) -> UnsupportedMedia:
     if cause is None:
         detail = f"expected {_ACCEPTED}"
-    elif isinstance(cause, UnidentifiedImageError):
-        detail = "the decoder does not recognise it"  # its text only names a BytesIO
     else:
-        detail = f"{type(cause).__name__}: {cause}"
-    return UnsupportedMedia(message, [FieldError(_FIELD, message, detail[:200])])
+        # Pillow's own words ("OSError: image file is truncated (2 bytes not processed)") are
+        # its internals: the operator reads them in the log, the client gets fixed ones
+        log.info("image refused (%s): %s: %s", message, type(cause).__name__, cause)
+        detail = "the decoder could not read it"
+    return UnsupportedMedia(message, [FieldError(_FIELD, message, detail)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import random
 import struct
 import zlib
@@ -283,8 +284,9 @@ def test_a_decompression_bomb_is_refused_from_its_header_as_too_large() -> None:
     bomb = blank_bilevel_png(20_000, 20_000)  # 400 million pixels
     assert len(bomb) < 200_000, "small on disk"
 
-    with pytest.raises(PayloadTooLarge, match="pixels"):
+    with pytest.raises(PayloadTooLarge, match="pixels") as refused:
         inspect_image(bomb)
+    assert "DOS attack" not in str(refused.value.errors[0].detail)  # Pillow's own words
 
 
 def test_an_image_over_the_pixel_bound_but_under_pillows_own_guard_is_too_large() -> None:
@@ -327,6 +329,34 @@ def test_a_palette_png_without_a_palette_is_unsupported_media_not_a_server_error
         inspect_image(PNG_WITHOUT_PALETTE)
 
     assert refused.value.errors[0].field == "file"
+
+
+@pytest.mark.parametrize(
+    "upload",
+    [
+        NOT_IMAGES["truncated jpeg"],
+        NOT_IMAGES["truncated png"],
+        NOT_IMAGES["png signature then garbage"],
+        NOT_IMAGES["riff webp header then garbage"],
+        NOT_IMAGES["truncated webp"],
+    ],
+    ids=["truncated-jpeg", "truncated-png", "png-garbage", "webp-garbage", "truncated-webp"],
+)
+def test_a_refused_image_is_described_in_fixed_words_and_pillows_text_is_only_logged(
+    upload: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The 415's detail said "{ExceptionType}: {Pillow's message}" (e.g. "OSError: image file
+    is truncated (2 bytes not processed)"): Pillow's internals, not the client's business."""
+    caplog.set_level(logging.INFO, logger="commands.images")
+    with pytest.raises(UnsupportedMedia) as refused:
+        inspect_image(upload)
+
+    (error,) = refused.value.errors
+    assert error.detail == "the decoder could not read it"
+    assert error.message == refused.value.message
+    assert "Error" not in error.message
+    assert "refused" in caplog.text
+    assert "Error" in caplog.text  # the exception's type and text, for the operator
 
 
 def test_an_image_pillow_decodes_but_cannot_re_encode_is_unsupported_media(
