@@ -61,6 +61,32 @@ _STATUS: dict[type[Exception], int] = {
 }
 
 
+#: A value PostgreSQL refused, by SQLSTATE, in words for the client. PostgreSQL's own text
+#: names types and columns, and often holds the value itself: it is never sent, nor logged.
+_DATA_ERRORS = {
+    "22003": "a number in the request is out of range",
+    "22001": "a text in the request is too long",
+    "22021": "a text in the request holds a character that can't be stored",
+    "22P05": "a text in the request holds a character that can't be stored",
+    "22008": "a date or time in the request is out of range",
+    "22007": "a date or time in the request is out of range",
+}
+_DATA_ERROR = "a value in the request can't be stored (out of range or malformed)"
+
+
+def _data_error_message(exc: Exception) -> str:
+    """The client's message for a value the database refused (logged by its SQLSTATE only:
+    PostgreSQL's text may hold personal data, and no personal data reaches the logs)."""
+    cause = exc if isinstance(exc, psycopg.Error) else exc.__cause__
+    sqlstate = cause.sqlstate if isinstance(cause, psycopg.Error) else None
+    log.warning(
+        "a value the database refused reached it (validation should catch it): %s, SQLSTATE %s",
+        type(cause or exc).__name__,
+        sqlstate,
+    )
+    return _DATA_ERRORS.get(sqlstate or "", _DATA_ERROR)
+
+
 #: NestJS's names where Python's differ (and change between Python versions).
 _PHRASES = {413: "Payload Too Large", 422: "Unprocessable Entity"}
 
@@ -123,7 +149,9 @@ def install(app: FastAPI) -> None:
         if status == 401:
             headers = {"WWW-Authenticate": "Bearer"}
         message = exc.message if isinstance(exc, DomainError) else str(exc)
-        if isinstance(exc, NotCaughtUp):
+        if isinstance(exc, psycopg.DataError | es_persistence.DataError):
+            message = _data_error_message(exc)
+        elif isinstance(exc, NotCaughtUp):
             message = "the read models have not caught up with your last write yet; retry"
         elif isinstance(exc, Overloaded):
             message = str(exc)

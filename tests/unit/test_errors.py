@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
+import psycopg
 import pytest
+from eventsourcing import persistence as es_persistence
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -79,3 +83,54 @@ def test_unknown_routes_and_methods_are_in_the_same_shape() -> None:
     client = app_raising(RuntimeError())
     assert client.get("/nowhere").json()["statusCode"] == 404
     assert client.post("/boom").json()["statusCode"] == 405
+
+
+def _wrapped(cause: Exception) -> Exception:
+    """As the `eventsourcing` library raises it: its own DataError, from psycopg's."""
+    wrapped = es_persistence.DataError(str(cause))
+    wrapped.__cause__ = cause
+    return wrapped
+
+
+@pytest.mark.parametrize(
+    ("exc", "message"),
+    [
+        (
+            psycopg.errors.NumericValueOutOfRange(
+                'value "99999999999" is out of range for type integer'
+            ),
+            "a number in the request is out of range",
+        ),
+        (
+            psycopg.errors.StringDataRightTruncation(
+                "value too long for type character varying(50)"
+            ),
+            "a text in the request is too long",
+        ),
+        (
+            psycopg.errors.CharacterNotInRepertoire(
+                'invalid byte sequence for encoding "UTF8": 0x00'
+            ),
+            "a text in the request holds a character that can't be stored",
+        ),
+        (
+            _wrapped(psycopg.errors.DatetimeFieldOverflow("date/time field value out of range")),
+            "a date or time in the request is out of range",
+        ),
+        (
+            psycopg.errors.InvalidTextRepresentation('invalid input syntax for type uuid: "x"'),
+            "a value in the request can't be stored (out of range or malformed)",
+        ),
+    ],
+    ids=["number", "too-long", "character", "datetime-wrapped", "other"],
+)
+def test_a_value_the_database_refuses_is_a_400_in_our_words_not_postgresqls(
+    exc: Exception, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL's own text names types, columns and even the value: the client gets a fixed
+    message, the log gets the SQLSTATE."""
+    caplog.set_level(logging.WARNING, logger="beeoclock.errors")
+    response = app_raising(exc).get("/boom")
+    assert response.status_code == 400
+    assert response.json() == {"statusCode": 400, "error": "Bad Request", "message": message}
+    assert "SQLSTATE" in caplog.text
