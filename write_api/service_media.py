@@ -43,7 +43,7 @@ from beeoclock.text import printable
 from commands import service_handlers as handlers
 from commands.application import PanelApplication
 from commands.context import Meta
-from commands.errors import FieldError, InvalidCommand, PayloadTooLarge
+from commands.errors import FieldError, InvalidCommand, PayloadTooLarge, UnsupportedMedia
 from commands.images import MAX_UPLOAD_BYTES, CleanImage, inspect_image
 from commands.service import PutServiceBanner, RemoveServiceBanner
 from events.service import Banner, ServiceState
@@ -139,8 +139,10 @@ async def read_upload(request: Request, _: PrincipalDep) -> AsyncIterator[Upload
     global _uploads_in_flight
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
+        # the body's media type is wrong (JSON, a bare image, none at all): 415, as any other
+        # body sent in a type the route does not take; a form without `file` is a 400
         msg = "send the image as multipart/form-data with a `file` part"
-        raise InvalidCommand(msg, [FieldError("file", "is required")])
+        raise UnsupportedMedia(msg)
     limit = MAX_UPLOAD_BYTES + FORM_OVERHEAD
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:

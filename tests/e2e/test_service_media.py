@@ -264,11 +264,34 @@ def test_an_upload_without_a_file_is_400(client: httpx.Client, settings: Setting
     tenant = new_tenant(client, settings)
     service = create(tenant)
     path = f"/api/v1/service/{service['_id']}/media"
-    assert_error(tenant.post(path, data={"description": "x"}), 400)
-    assert_error(tenant.post(path, json={"file": "x"}), 400)
+    # a multipart form, but without a `file` part
+    assert_error(tenant.post(path, files={"description": (None, "x")}), 400)
     for not_an_id in ("not an id", "evil\n"):
         bad_id = patch_banner(tenant, service["_id"], image(), _id=not_an_id)
         assert_error(bad_id, 400)
+    assert banners(tenant, service["_id"]) == []
+
+
+def test_an_upload_sent_as_anything_but_multipart_is_415(
+    client: httpx.Client, settings: Settings
+) -> None:
+    """The contract's code for a body in the wrong media type: JSON (the reviewer's case), a
+    plain form, the bare image, or no Content-Type at all."""
+    tenant = new_tenant(client, settings)
+    service = create(tenant)
+    for method, path in (
+        ("POST", f"/api/v1/service/{service['_id']}/media"),
+        ("PATCH", f"/api/v1/service-media/{service['_id']}/banners"),
+    ):
+        for sent in (
+            {"json": {"file": "x"}},
+            {"data": {"description": "x"}},
+            {"content": image(), "headers": {"content-type": "image/png"}},
+            {"content": image()},
+        ):
+            answer = tenant.request(method, path, **sent)
+            doc = assert_error(answer, 415)
+            assert doc["message"] == "send the image as multipart/form-data with a `file` part"
     assert banners(tenant, service["_id"]) == []
 
 
