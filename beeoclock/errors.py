@@ -131,10 +131,13 @@ def _field_errors(exc: RequestValidationError) -> list[FieldError]:
 
 def _not_json(request: Request, exc: RequestValidationError) -> bool:
     """A body that failed as a whole, sent as something other than JSON: FastAPI does not
-    parse it, so the fault is its media type (415), not its fields."""
+    parse it, so the fault is its media type (415), not its fields. That includes a body sent
+    without any Content-Type: FastAPI (`strict_content_type`, its default) leaves it unparsed,
+    as it should: a browser sends such a body cross-site without a CORS preflight. A request
+    with no body at all is not that: what it lacks is the body (400)."""
     given = request.headers.get("content-type")
     if not given:
-        return False
+        return isinstance(exc.body, bytes) and bool(exc.body)
     media = given.split(";", 1)[0].strip().lower()
     if media == "application/json" or media.endswith("+json"):
         return False
@@ -163,7 +166,7 @@ def install(app: FastAPI) -> None:
     async def invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         if _not_json(request, exc):
-            message = "the body must be JSON (Content-Type: application/json)"
+            message = "send the body as JSON (Content-Type: application/json)"
             return error_response(415, message)
         errors = _field_errors(exc)
         message = "; ".join(

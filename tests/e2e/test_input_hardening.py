@@ -94,6 +94,26 @@ def test_a_lone_surrogate_in_any_text_is_400_and_stores_nothing(
     assert tenant.get(f"{path}/paged").json()["totalSize"] == 0
 
 
+def test_a_json_body_sent_without_a_content_type_is_415_and_stores_nothing(
+    client: httpx.Client, settings: Settings
+) -> None:
+    """Not parsed (FastAPI's strict Content-Type, and a browser sends such a body cross-site
+    without a preflight): it was a confusing 400 "Input should be a valid dictionary"."""
+    tenant = new_tenant(client, settings)
+    customer_id = tenant.post("/api/v1/customer", json={"firstName": "A"}).json()["_id"]
+    for method, path, body in (
+        ("POST", "/api/v1/customer", {"firstName": "B"}),
+        ("PUT", f"/api/v1/customer/{customer_id}", {"firstName": "B"}),
+        ("POST", "/api/v1/service", service_body()),
+    ):
+        answer = tenant.request(method, path, content=orjson.dumps(body))
+        doc = assert_error(answer, 415)
+        assert doc["message"] == "send the body as JSON (Content-Type: application/json)"
+    assert tenant.get("/api/v1/customer/paged").json()["totalSize"] == 1
+    assert tenant.get(f"/api/v1/customer/{customer_id}").json()["firstName"] == "A"
+    assert tenant.get("/api/v1/service/paged").json()["totalSize"] == 0
+
+
 def test_creation_time_is_normalised_to_utc_milliseconds(
     client: httpx.Client, settings: Settings
 ) -> None:

@@ -9,6 +9,7 @@ import pytest
 from eventsourcing import persistence as es_persistence
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from pydantic import BaseModel
 
 from beeoclock import errors
 from beeoclock.auth import Forbidden, Unauthenticated
@@ -134,3 +135,35 @@ def test_a_value_the_database_refuses_is_a_400_in_our_words_not_postgresqls(
     assert response.status_code == 400
     assert response.json() == {"statusCode": 400, "error": "Bad Request", "message": message}
     assert "SQLSTATE" in caplog.text
+
+
+class Thing(BaseModel):
+    name: str
+
+
+def app_taking_json() -> TestClient:
+    app = FastAPI()
+    errors.install(app)
+
+    @app.post("/things")
+    def create(body: Thing) -> dict[str, str]:
+        return {"name": body.name}
+
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def test_a_body_without_a_content_type_is_415_like_any_body_that_is_not_json() -> None:
+    """FastAPI does not parse a body without Content-Type (a browser sends one without a CORS
+    preflight); it was a confusing 400 "Input should be a valid dictionary"."""
+    client = app_taking_json()
+    for headers in ({}, {"content-type": "text/plain"}):
+        sent = client.post("/things", content=b'{"name": "A"}', headers=headers)
+        assert sent.status_code == 415, sent.text
+        assert sent.json() == {
+            "statusCode": 415,
+            "error": "Unsupported Media Type",
+            "message": "send the body as JSON (Content-Type: application/json)",
+        }
+    assert client.post("/things", json={"name": "A"}).json() == {"name": "A"}
+    # no body at all: nothing was sent in a wrong type; what is missing is the body
+    assert client.post("/things").status_code == 400
