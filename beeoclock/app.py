@@ -21,6 +21,7 @@ from beeoclock import consistency, errors, kafka, migrations
 from beeoclock.blobs import PostgresBlobReader, PostgresBlobStore
 from beeoclock.bodylimit import BodySizeLimit
 from beeoclock.bootstrap import panel_application
+from beeoclock.cors import Cors
 from beeoclock.gate import RequestGate
 from beeoclock.ratelimit import RateLimiter
 from beeoclock.settings import Settings, SettingsError
@@ -76,10 +77,13 @@ def create_app(settings: Settings, *, write: bool = True, read: bool = True) -> 
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     errors.install(app)
-    # outermost last: the gate (request id, auth, permissions, rate limits, access log,
-    # unexpected errors) -> body size limit -> the routes
+    # outermost last: CORS (preflights answered before anything else; only when origins are
+    # set, so none costs nothing) -> the gate (request id, auth, permissions, rate limits,
+    # access log, unexpected errors) -> body size limit -> the routes
     app.add_middleware(BodySizeLimit, exempt=UPLOAD_PATHS)
     app.add_middleware(RequestGate, routes=app.router.routes, settings=settings)
+    if settings.cors_origin_list:
+        app.add_middleware(Cors, origins=settings.cors_origin_list)
     for router in _routers(write=write, read=read):
         # the routes themselves, not an included router: FastAPI matches a request against
         # included routers through a slower path (their routes carry their full paths)

@@ -30,6 +30,19 @@ _CHILDREN = {
 }
 
 
+#: The panel's origin under Angular's development server (`ng serve`), allowed by `dev` unless
+#: BEEOCLOCK_CORS_ORIGINS is set (set empty: none).
+DEV_CORS_ORIGINS = "http://localhost:4200"
+
+
+def dev_cors_origins(settings: Settings) -> str:
+    """The origins the development stack allows: the environment's when it sets them (even
+    to nothing), else the panel's development server's."""
+    return (
+        settings.cors_origins if "cors_origins" in settings.model_fields_set else DEV_CORS_ORIGINS
+    )
+
+
 class _Stop(Exception):
     pass
 
@@ -50,6 +63,7 @@ def run_dev_stack(settings: Settings, *, port: int, env_file: Path) -> None:
                 "BEEOCLOCK_JWT_SECRET": settings.jwt_secret or secrets.token_urlsafe(32),
                 "BEEOCLOCK_MASTER_KEY": settings.master_key
                 or base64.b64encode(secrets.token_bytes(32)).decode(),
+                "BEEOCLOCK_CORS_ORIGINS": dev_cors_origins(settings),
             }
             if not settings.database_url:
                 data = Path(tempfile.mkdtemp(prefix="beeoclock-pg-"))
@@ -84,6 +98,9 @@ def run_dev_stack(settings: Settings, *, port: int, env_file: Path) -> None:
                 12 * 3600,
             )
             _say(f"ready: http://127.0.0.1:{port}  (docs at /docs)")
+            if values["BEEOCLOCK_CORS_ORIGINS"]:
+                origins = values["BEEOCLOCK_CORS_ORIGINS"]
+                _say(f"browser pages from {origins} may call it (BEEOCLOCK_CORS_ORIGINS)")
             _say(f"development token for tenant dev-tenant (12 h):\n{token}")
             _supervise(children, port, env)
     except _Stop:

@@ -149,6 +149,13 @@ class Settings(BaseSettings):
     cache_page_ttl_s: int = Field(300, ge=1, description="Redis TTL of a cached page.")
     db_pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL pool size per process.")
     log_level: str = Field("INFO", description="Log level of every process.")
+    cors_origins: str = Field(
+        "",
+        description="Origins (scheme://host[:port], exactly as a browser sends them, comma "
+        "separated) whose browser pages may call the APIs, e.g. the panel's "
+        "`https://panel.example.com`. Empty: no CORS headers at all (same-origin or non-browser "
+        "clients only). `*` is refused.",
+    )
     read_database_url: str = Field(
         "",
         description="PostgreSQL URL of the read API's read-model queries (a login role that "
@@ -254,6 +261,31 @@ class Settings(BaseSettings):
             msg = f"unknown kinds {sorted(unknown)} (known: {', '.join(REQUEST_KINDS)})"
             raise ValueError(msg)
         return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in _words(value):
+            parts = urlsplit(origin)
+            exact = f"{parts.scheme}://{parts.netloc}"
+            if (
+                origin != exact
+                or parts.scheme not in {"http", "https"}
+                or not parts.hostname
+                or "@" in parts.netloc
+                or origin != origin.lower()
+            ):
+                msg = (
+                    f"BEEOCLOCK_CORS_ORIGINS entry {origin!r} is not an origin such as "
+                    "https://panel.example.com or http://localhost:4200 (lower case, no path, "
+                    "no trailing slash; `*` is never allowed)"
+                )
+                raise ValueError(msg)
+        return value
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return _words(self.cors_origins)
 
     @field_validator("jwt_jwks_url")
     @classmethod
