@@ -84,6 +84,21 @@ def test_dev_serves_the_walkthrough_and_stops_everything(
             fetched = http.get(f"/api/v1/customer/{customer_id}")
             assert fetched.status_code == 200, fetched.text
             assert http.get("/readyz").json()["status"] == "ok"
+            # the panel under `ng serve` may call it from the browser
+            panel = "http://localhost:4200"
+            asked = http.options(
+                "/api/v1/customer",
+                headers={
+                    "Origin": panel,
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "authorization,content-type",
+                },
+            )
+            assert asked.status_code == 200, asked.text
+            assert asked.headers["access-control-allow-origin"] == panel
+            listed = http.get(f"/api/v1/customer/{customer_id}", headers={"Origin": panel})
+            assert listed.headers["access-control-allow-origin"] == panel
+            assert "etag" in listed.headers["access-control-expose-headers"].lower()
     finally:
         dev.send_signal(stop_signal)
         try:
