@@ -52,6 +52,7 @@ bench-smoke: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.broker_probe --rate 50 --seconds 1 --steps 1 --step-batches 50 --one-partition
 	$(BIN)/python -m bench.position_queries --calls 50 --rounds 1
 	$(BIN)/python -m bench.cors_overhead --requests 100 --rounds 1
+	$(BIN)/python -m bench.heal_query --tenants 100 --runs 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
