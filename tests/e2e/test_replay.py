@@ -191,9 +191,12 @@ def test_damage_is_found_and_a_replay_repairs_it_while_the_apis_answer(
             r[0]
             for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'customers'")
         }
-        policies = conn.execute(
-            "SELECT count(*) FROM pg_policies WHERE tablename = 'customers'"
-        ).fetchone()
+        policies = {
+            (r[0], tuple(r[1]))
+            for r in conn.execute(
+                "SELECT policyname, roles FROM pg_policies WHERE tablename = 'customers'"
+            )
+        }
         granted = conn.execute(
             "SELECT has_table_privilege('beeoclock_reader', 'customers', 'SELECT')"
         ).fetchone()
@@ -214,7 +217,10 @@ def test_damage_is_found_and_a_replay_repairs_it_while_the_apis_answer(
         "customers_created",
         "customers_search",
     } <= indexes
-    assert policies == (1,)
+    assert policies == {
+        ("tenant_rows", ("beeoclock_reader",)),
+        ("audit_rows", ("beeoclock_auditor",)),
+    }
     assert granted == (True,)
     # and the projector goes on writing to them
     tenant = tenants[1]
