@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +18,34 @@ from beeoclock.permissions import ALL_PERMISSIONS
 from beeoclock.settings import Settings, SettingsError, load_settings
 
 DEV_ENV_FILE = Path(".beeoclock") / "dev.env"
+
+#: Exit statuses, the same for every command (a monitoring script tells "damaged" from "the
+#: check did not run" by them); EXIT_STATUS says what each means, in --help and the README.
+EXIT_DAMAGE = 1
+EXIT_USAGE = 2
+EXIT_FAILED = 3
+EXIT_NOT_FOUND = 4
+EXIT_INTERRUPTED = 130
+EXIT_STATUS = """\
+exit status:
+  0    done (replay --check: the read models equal a rebuild)
+  1    replay --check found damage (rows missing, extra or different), and nothing else
+  2    invalid arguments or settings: nothing was done
+  3    could not run or complete: database unknown or unreachable, wrong master key,
+       another replay of the same read model running, a lock not granted in time, an
+       output file that can't be written, an unexpected error (with its traceback)
+  4    not found: the tenant or customer named has no events
+  130  interrupted (Ctrl-C)
+"""
+
+
+class CommandFailed(Exception):
+    """The command stops: one line for the operator, and the exit status that says why."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
 
 
 def _serve(settings: Settings, args: argparse.Namespace, *, write: bool, read: bool) -> None:
@@ -104,11 +133,6 @@ def _operator_settings(settings: Settings) -> Settings:
     )
 
 
-def _fail(message: str, code: int = 1) -> None:
-    print(f"beeoclock: {message}", file=sys.stderr)
-    sys.exit(code)
-
-
 def _instant(value: str) -> datetime:
     from events.timefmt import parse_iso
 
@@ -139,11 +163,11 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> None:
         try:
             report = replay.check() if args.check else replay.run()
         except ReplayError as exc:
-            _fail(str(exc))
+            raise CommandFailed(str(exc)) from None
         damaged |= report.damaged
         print(json.dumps(report.as_dict()), flush=True)
     if args.check and damaged:
-        sys.exit(1)
+        sys.exit(EXIT_DAMAGE)
 
 
 def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> None:
@@ -173,7 +197,7 @@ def cmd_gdpr(settings: Settings, args: argparse.Namespace) -> None:
     import redis
 
     from beeoclock.bootstrap import panel_application
-    from commands.errors import DomainError
+    from commands.errors import DomainError, InvalidCommand, NotFound
     from workers import gdpr
 
     settings = _operator_settings(settings)
@@ -197,8 +221,12 @@ def cmd_gdpr(settings: Settings, args: argparse.Namespace) -> None:
                 document = gdpr.erase_customer(
                     app, conn, settings, args.tenant, args.customer, args.reason, actor, client
                 )
+    except NotFound as exc:
+        raise CommandFailed(exc.message, EXIT_NOT_FOUND) from None
+    except InvalidCommand as exc:
+        raise CommandFailed(exc.message, EXIT_USAGE) from None
     except DomainError as exc:
-        _fail(exc.message)
+        raise CommandFailed(exc.message) from None
     finally:
         app.close()
         if client is not None:
@@ -227,8 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="beeoclock",
         description="Bee O'clock panel service: event-sourced customers and services.",
+        epilog=EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # the operator tools' own --help says what their exit status means too
+    operator: dict[str, Any] = {
+        "epilog": EXIT_STATUS,
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
 
     dev = sub.add_parser(
         "dev",
@@ -272,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(func=cmd_token)
 
     replay = sub.add_parser(
-        "replay", help="rebuild read models from the event store and swap them in, live"
+        "replay", help="rebuild read models from the event store and swap them in, live", **operator
     )
     replay.add_argument("--projection", choices=["customers", "services", "all"], default="all")
     replay.add_argument("--tenant", help="rebuild one tenant's rows only")
@@ -296,7 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="audit trail tools").add_subparsers(
         dest="audit_command", required=True, metavar="ACTION"
     )
-    audit_export = audit.add_parser("export", help="a tenant's events with who, when and what")
+    audit_export = audit.add_parser(
+        "export", help="a tenant's events with who, when and what", **operator
+    )
     audit_export.add_argument("--tenant", required=True)
     audit_export.add_argument("--entity", help="one customer or service id")
     audit_export.add_argument("--since", type=_instant, help="from this ISO instant (included)")
@@ -308,9 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     gdpr = sub.add_parser("gdpr", help="a customer's data: export it, or erase it").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
-    gdpr_export = gdpr.add_parser("export", help="everything about one customer, as JSON")
+    gdpr_export = gdpr.add_parser(
+        "export", help="everything about one customer, as JSON", **operator
+    )
     gdpr_erase = gdpr.add_parser(
-        "erase", help="crypto-shred a customer's personal data and purge read models and caches"
+        "erase",
+        help="crypto-shred a customer's personal data and purge read models and caches",
+        **operator,
     )
     for action in (gdpr_export, gdpr_erase):
         action.add_argument("--tenant", required=True)
@@ -321,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
         "seal-legacy",
         help="seal the personal data of events stored before crypto-shredding (run once after "
         "upgrading)",
+        **operator,
     )
     seal.add_argument("--tenant", help="one tenant only")
     seal.set_defaults(func=cmd_gdpr)
@@ -329,7 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop(message: str, code: int) -> None:
+    print(f"beeoclock: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run a command; every way it can end is one of the exit statuses of EXIT_STATUS (argparse
+    itself exits 2 on a usage error)."""
     from beeoclock import logs
 
     args = build_parser().parse_args(argv)
@@ -338,10 +387,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         logs.configure(settings.log_level)
         args.func(settings, args)
     except SettingsError as exc:
-        print(f"beeoclock: {exc}", file=sys.stderr)
-        sys.exit(2)
+        _stop(str(exc), EXIT_USAGE)
+    except CommandFailed as exc:
+        _stop(exc.message, exc.code)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # a bug: its traceback, and never the status of "damage found"
+        traceback.print_exc()
+        _stop(f"unexpected error ({type(exc).__name__}): see the traceback above", EXIT_FAILED)
 
 
 if __name__ == "__main__":

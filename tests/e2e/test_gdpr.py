@@ -295,5 +295,5 @@ def test_unknown_customers_cannot_be_exported_or_erased(
         "x",
         check=False,
     )
-    assert missing.returncode == 1
+    assert missing.returncode == 4  # not found (beeoclock.cli.EXIT_NOT_FOUND)
     assert "not found" in missing.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from beeoclock.cli import build_parser
+from beeoclock.cli import EXIT_STATUS, build_parser
 from beeoclock.settings import Settings
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
@@ -27,3 +27,12 @@ def test_every_cli_command_is_documented() -> None:
 def test_the_quick_start_names_the_make_targets() -> None:
     assert "make run" in README
     assert "make test" in README
+
+
+def test_the_exit_statuses_are_in_the_help_and_the_readme() -> None:
+    help_text = build_parser().format_help()
+    listed = re.findall(r"^  (\d+) +\S", EXIT_STATUS, re.MULTILINE)
+    assert listed == ["0", "1", "2", "3", "4", "130"]
+    assert EXIT_STATUS in help_text
+    documented = re.findall(r"^\| (\d+) \| ", README, re.MULTILINE)
+    assert documented == listed
