@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from beeoclock.permissions import ALL_PERMISSIONS
 from beeoclock.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    import psycopg
 
 DEV_ENV_FILE = Path(".beeoclock") / "dev.env"
 
@@ -36,7 +40,11 @@ exit status:
        output file that can't be written, an unexpected error (with its traceback)
   4    not found: the tenant or customer named has no events
   130  interrupted (Ctrl-C)
+  141  the reader of its output went away (`... | head`): ended by SIGPIPE, quietly
 """
+#: how long an operator tool waits for the database to answer (the event store's connection
+#: pool would wait 30 s before it says it can't connect)
+CONNECT_TIMEOUT_S = 10
 
 
 class CommandFailed(Exception):
@@ -142,11 +150,62 @@ def _instant(value: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{value!r} is not an ISO-8601 date-time") from None
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to the database, made before any work: a wrong database name or a server
+    that is down is said in seconds. The master key is checked on it too: a wrong one would
+    fail halfway through the work (or seal new data with keys nobody could open)."""
+    import psycopg
+
+    from events.pii import Vault
+
+    try:
+        conn = psycopg.connect(settings.database_url, connect_timeout=CONNECT_TIMEOUT_S)
+    except psycopg.OperationalError as exc:
+        raise CommandFailed(f"cannot connect to the database: {_first_line(exc)}") from None
+    with conn:
+        row = conn.execute(
+            "SELECT tenant_id, subject_id FROM pii_keys WHERE wrapped IS NOT NULL LIMIT 1"
+        ).fetchone()
+        if row is not None:  # raises VaultError when the master key does not unwrap it
+            Vault(settings.master_key_bytes, conn.cursor).key((row[0], row[1]))
+        conn.commit()
+        yield conn
+
+
+@contextlib.contextmanager
+def _output(path: str | None, *, newline: str | None = None) -> Iterator[TextIO]:
+    """Where an export goes: the file (opened before the export is made, so a path that
+    can't be written stops it first), else standard output."""
+    if not path:
+        yield sys.stdout
+        return
+    created = not os.path.lexists(path)
+    try:
+        out = open(path, "w", newline=newline)  # noqa: SIM115
+    except OSError as exc:
+        raise CommandFailed(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with out:
+            yield out
+    except BaseException:  # a failed export leaves no file it made behind
+        if created:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise
+
+
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> None:
     from workers.replay import TARGETS, Replay, ReplayError
 
     settings = _operator_settings(settings)
     settings.require("database_url", "master_key")
+    with _database(settings):
+        pass
     names = list(TARGETS) if args.projection == "all" else [args.projection]
     damaged = False
     for name in names:
@@ -171,29 +230,23 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> None:
-    import psycopg
-
     from beeoclock.bootstrap import panel_application
     from workers.audit import export
 
     settings = _operator_settings(settings)
     settings.require("database_url", "master_key")
-    app = panel_application(settings, pool_size=2)
-    out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
-    try:
-        with psycopg.connect(settings.database_url) as conn:
+    with _database(settings) as conn, _output(args.output, newline="") as out:
+        app = panel_application(settings, pool_size=2)
+        try:
             count = export(
                 app, conn, out, args.tenant, args.entity, args.since, args.until, args.format
             )
-    finally:
-        app.close()
-        if args.output:
-            out.close()
+        finally:
+            app.close()
     print(f"beeoclock: exported {count} events", file=sys.stderr)
 
 
 def cmd_gdpr(settings: Settings, args: argparse.Namespace) -> None:
-    import psycopg
     import redis
 
     from beeoclock.bootstrap import panel_application
@@ -202,10 +255,10 @@ def cmd_gdpr(settings: Settings, args: argparse.Namespace) -> None:
 
     settings = _operator_settings(settings)
     settings.require("database_url", "master_key")
-    app = panel_application(settings, pool_size=2)
-    client = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
-    try:
-        with psycopg.connect(settings.database_url) as conn:
+    with _database(settings) as conn, _output(getattr(args, "output", None)) as out:
+        app = panel_application(settings, pool_size=2)
+        client = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+        try:
             if args.action == "export":
                 document = gdpr.export_customer(
                     app, conn, settings, args.tenant, args.customer, client
@@ -221,21 +274,17 @@ def cmd_gdpr(settings: Settings, args: argparse.Namespace) -> None:
                 document = gdpr.erase_customer(
                     app, conn, settings, args.tenant, args.customer, args.reason, actor, client
                 )
-    except NotFound as exc:
-        raise CommandFailed(exc.message, EXIT_NOT_FOUND) from None
-    except InvalidCommand as exc:
-        raise CommandFailed(exc.message, EXIT_USAGE) from None
-    except DomainError as exc:
-        raise CommandFailed(exc.message) from None
-    finally:
-        app.close()
-        if client is not None:
-            client.close()
-    text = json.dumps(document, indent=2, ensure_ascii=False)
-    if getattr(args, "output", None):
-        Path(args.output).write_text(text + "\n")
-    else:
-        print(text)
+        except NotFound as exc:
+            raise CommandFailed(exc.message, EXIT_NOT_FOUND) from None
+        except InvalidCommand as exc:
+            raise CommandFailed(exc.message, EXIT_USAGE) from None
+        except DomainError as exc:
+            raise CommandFailed(exc.message) from None
+        finally:
+            app.close()
+            if client is not None:
+                client.close()
+        out.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
 
 def _dev_env() -> dict[str, str]:
@@ -371,9 +420,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stop(message: str, code: int) -> None:
+def _stop(message: str, code: int) -> NoReturn:
     print(f"beeoclock: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def _fault(exc: Exception) -> str | None:
+    """The one line that says an ordinary operational fault; None for anything else."""
+    import psycopg
+    from eventsourcing.persistence import OperationalError as StoreUnavailable
+
+    from events.pii import VaultError
+
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return f"another session held a lock too long ({_first_line(exc)}); run it again"
+    if isinstance(exc, psycopg.OperationalError | StoreUnavailable):
+        return f"database: {_first_line(exc)}"
+    if isinstance(exc, VaultError):
+        return _first_line(exc)
+    return None
+
+
+def _end_like_cat() -> NoReturn:
+    """The reader of the output went away (`beeoclock audit export ... | head`): end quietly,
+    killed by SIGPIPE as `cat` is, so a shell sees what it sees of any tool there."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # what is still buffered goes nowhere at exit
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    sys.exit(128 + signal.SIGPIPE)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -392,7 +467,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         _stop(exc.message, exc.code)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
-    except Exception as exc:  # a bug: its traceback, and never the status of "damage found"
+    except BrokenPipeError:
+        _end_like_cat()
+    except Exception as exc:
+        fault = _fault(exc)
+        if fault is not None:
+            _stop(fault, EXIT_FAILED)
+        # a bug: its traceback, and never the status of "damage found"
         traceback.print_exc()
         _stop(f"unexpected error ({type(exc).__name__}): see the traceback above", EXIT_FAILED)
 

@@ -4,15 +4,22 @@ for damage a check found), and an ordinary fault is one line on stderr, not a tr
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import secrets
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from beeoclock.settings import Settings
-from tests.support import cli, isolated, register_customer
+from tests.support import cli, env_of, isolated, register_customer, with_database
 
 DAMAGE, USAGE, FAILED, NOT_FOUND = 1, 2, 3, 4
 
@@ -90,8 +97,23 @@ def test_an_unexpected_error_exits_3_with_its_traceback(servers: dict[str, str])
     assert done.stderr.splitlines()[-1].startswith("beeoclock: ")
 
 
-def test_an_unknown_customer_exits_4(system: tuple[Settings, str, str]) -> None:
+def test_an_unknown_customer_exits_4(system: tuple[Settings, str, str], tmp_path: Path) -> None:
     settings, tenant, _ = system
+    target = tmp_path / "export.json"
+    done = cli(
+        settings,
+        "gdpr",
+        "export",
+        "--tenant",
+        tenant,
+        "--customer",
+        "nobody",
+        "--output",
+        str(target),
+        check=False,
+    )
+    assert done.returncode == NOT_FOUND, done.stderr
+    assert not target.exists()  # a failed export leaves no file behind
     for action in (("export",), ("erase", "--reason", "request 1")):
         done = cli(
             settings,
@@ -106,3 +128,124 @@ def test_an_unknown_customer_exits_4(system: tuple[Settings, str, str]) -> None:
         )
         assert done.returncode == NOT_FOUND, done.stderr
         assert "customer nobody not found" in one_line(done)
+
+
+def other_master_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def faults(settings: Settings, tenant: str, customer: str) -> Iterator[tuple[str, ...]]:
+    """Each operator command, as the fault tests run it."""
+    yield "replay", "--quiet", "--tenant", tenant
+    yield "replay", "--check", "--quiet"
+    yield "audit", "export", "--tenant", tenant
+    yield "gdpr", "export", "--tenant", tenant, "--customer", customer
+    yield "gdpr", "erase", "--tenant", tenant, "--customer", customer, "--reason", "request 2"
+    yield "gdpr", "seal-legacy", "--tenant", tenant
+
+
+@pytest.mark.parametrize("database", ["a database that does not exist", "no server"])
+def test_an_unknown_or_unreachable_database_is_one_line_in_seconds(
+    system: tuple[Settings, str, str], database: str
+) -> None:
+    settings, tenant, customer = system
+    password = "never-printed-password"
+    if database == "no server":  # nothing listens on port 9
+        url = f"postgresql://postgres:{password}@127.0.0.1:9/nothing"
+    else:  # the server trusts the machine: any password is fine
+        url = with_database(settings.database_url, "beeoclock_no_such_database")
+        url = url.replace("postgres@", f"postgres:{password}@", 1)
+        assert password in url
+    wrong = settings.model_copy(update={"database_url": url})
+    for args in faults(settings, tenant, customer):
+        started = time.monotonic()
+        done = cli(wrong, *args, check=False)
+        assert done.returncode == FAILED, (args, done.stderr)
+        line = one_line(done)
+        assert "database" in line, line
+        assert password not in done.stderr + done.stdout
+        assert time.monotonic() - started < 15, args  # not the event store pool's 30 s wait
+
+
+def test_a_wrong_master_key_is_one_line_and_is_not_printed(
+    system: tuple[Settings, str, str],
+) -> None:
+    settings, tenant, _ = system
+    customer = register_customer(settings, tenant)  # a wrong key must not erase it either
+    key = other_master_key()
+    wrong = settings.model_copy(update={"master_key": key})
+    for args in faults(settings, tenant, customer):
+        done = cli(wrong, *args, check=False)
+        assert done.returncode == FAILED, (args, done.stderr)
+        assert "BEEOCLOCK_MASTER_KEY" in one_line(done), args
+        assert key not in done.stderr + done.stdout
+        assert settings.master_key not in done.stderr + done.stdout
+    exported = cli(settings, "gdpr", "export", "--tenant", tenant, "--customer", customer)
+    assert '"firstName": "Ola"' in exported.stdout  # still there, still readable
+
+
+@pytest.mark.parametrize("command", ["audit", "gdpr"])
+def test_an_output_file_that_cannot_be_written_is_one_line(
+    system: tuple[Settings, str, str], command: str, tmp_path: Path
+) -> None:
+    settings, tenant, customer = system
+    target = str(tmp_path / "no such folder" / "export.json")
+    args = ["export", "--tenant", tenant, "--output", target]
+    if command == "gdpr":
+        args += ["--customer", customer]
+    done = cli(settings, command, *args, check=False)
+    assert done.returncode == FAILED, done.stderr
+    assert target in one_line(done)
+
+
+def test_an_export_whose_reader_goes_away_ends_quietly(servers: dict[str, str]) -> None:
+    """`beeoclock audit export ... | head -1`: no traceback, ended by SIGPIPE as `cat` is."""
+    from beeoclock.bootstrap import panel_application
+    from commands import handlers
+    from commands.context import Meta
+    from commands.customer import RegisterCustomer
+
+    with isolated(servers) as settings:
+        tenant = "cli-many"
+        app = panel_application(settings, pool_size=1)
+        try:  # more than a pipe holds (64 KiB)
+            for i in range(400):
+                meta = Meta(tenant, "u1", f"r{i}", datetime.now(UTC))
+                handlers.register_customer(
+                    app,
+                    RegisterCustomer(
+                        meta, f"c{i:04d}", {"firstName": f"N{i}"}, "regular", "active", [], None
+                    ),
+                )
+        finally:
+            app.close()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "beeoclock.cli", "audit", "export", "--tenant", tenant],
+            env=env_of(settings),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        assert proc.stdout.readline().startswith(b"{")
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(60) == -signal.SIGPIPE, stderr
+    assert stderr == ""
+
+
+def test_a_lock_not_granted_in_time_is_one_line(system: tuple[Settings, str, str]) -> None:
+    settings, tenant, _ = system
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
+        done = subprocess.run(
+            [sys.executable, "-m", "beeoclock.cli", "replay", "--quiet", "--tenant", tenant],
+            env=env_of(settings) | {"PGOPTIONS": "-c lock_timeout=1s"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        conn.rollback()
+    assert done.returncode == FAILED, done.stderr
+    assert "lock" in one_line(done)

@@ -32,7 +32,7 @@ def test_the_quick_start_names_the_make_targets() -> None:
 def test_the_exit_statuses_are_in_the_help_and_the_readme() -> None:
     help_text = build_parser().format_help()
     listed = re.findall(r"^  (\d+) +\S", EXIT_STATUS, re.MULTILINE)
-    assert listed == ["0", "1", "2", "3", "4", "130"]
+    assert listed == ["0", "1", "2", "3", "4", "130", "141"]
     assert EXIT_STATUS in help_text
     documented = re.findall(r"^\| (\d+) \| ", README, re.MULTILINE)
     assert documented == listed
