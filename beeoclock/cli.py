@@ -150,6 +150,24 @@ def _instant(value: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{value!r} is not an ISO-8601 date-time") from None
 
 
+def _positive(value: str) -> int:
+    """A whole number of at least 1 (an argparse type: anything else is a usage error)."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return number
+
+
+def _port(value: str) -> int:
+    number = _positive(value)
+    if number > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port (1 to 65535)")
+    return number
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -318,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         "dev",
         help="run the whole stack on one port (embedded servers for every URL not configured)",
     )
-    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--port", type=_port, default=8000)
     dev.set_defaults(func=cmd_dev)
 
     for name, helptext, write, read in (
@@ -328,9 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         api = sub.add_parser(name, help=helptext)
         api.add_argument("--host", default="127.0.0.1")
-        api.add_argument("--port", type=int, default=8000)
+        api.add_argument("--port", type=_port, default=8000)
         api.add_argument(
-            "--workers", type=int, default=1, help="worker processes (one per core is typical)"
+            "--workers",
+            type=_positive,
+            default=1,
+            help="worker processes (one per core is typical)",
         )
         api.set_defaults(func=lambda s, a, w=write, r=read: _serve(s, a, write=w, read=r))
 
@@ -352,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--permissions", default="all", help="comma-separated permissions, or 'all' (default)"
     )
     token.add_argument("--sub", default="dev-user", help="the token subject (user id)")
-    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    token.add_argument("--ttl", type=_positive, default=3600, help="seconds until it expires")
     token.set_defaults(func=cmd_token)
 
     replay = sub.add_parser(
@@ -368,10 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--restart", action="store_true", help="start over instead of resuming a broken run"
     )
-    replay.add_argument("--batch", type=int, default=5000, help="events per transaction")
+    replay.add_argument("--batch", type=_positive, default=5000, help="events per transaction")
     replay.add_argument(
         "--workers",
-        type=int,
+        type=_positive,
         help="worker processes of a whole-table rebuild (default: one per core when large)",
     )
     replay.add_argument("--quiet", action="store_true", help="no progress line")
