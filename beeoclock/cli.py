@@ -8,6 +8,7 @@ import getpass
 import json
 import os
 import signal
+import stat
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -196,19 +197,31 @@ def _database(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
 
 
 @contextlib.contextmanager
-def _output(path: str | None, *, newline: str | None = None) -> Iterator[TextIO]:
-    """Where an export goes: the file (opened before the export is made, so a path that
-    can't be written stops it first), else standard output."""
+def _output(
+    path: str | None, *, force: bool = False, newline: str | None = None
+) -> Iterator[TextIO]:
+    """Where an export goes: standard output, or a file readable by its owner only (an export
+    holds personal data) that replaces an existing one only when `force`d. The file is opened
+    before the export is made, so a path that can't be written stops it first."""
     if not path:
         yield sys.stdout
         return
     created = not os.path.lexists(path)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
     try:
-        out = open(path, "w", newline=newline)  # noqa: SIM115
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise CommandFailed(f"{path} exists (--force replaces it)") from None
     except OSError as exc:
         raise CommandFailed(f"cannot write {path}: {exc.strerror}") from None
     try:
-        with out:
+        if not created and stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fchmod(fd, 0o600)  # what it held before may have been readable by others
+    except OSError as exc:
+        os.close(fd)
+        raise CommandFailed(f"cannot make {path} its owner's only: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", newline=newline) as out:
             yield out
     except BaseException:  # a failed export leaves no file it made behind
         if created:
@@ -253,7 +266,7 @@ def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> None:
 
     settings = _operator_settings(settings)
     settings.require("database_url", "master_key")
-    with _database(settings) as conn, _output(args.output, newline="") as out:
+    with _database(settings) as conn, _output(args.output, force=args.force, newline="") as out:
         app = panel_application(settings, pool_size=2)
         try:
             count = export(
@@ -273,7 +286,10 @@ def cmd_gdpr(settings: Settings, args: argparse.Namespace) -> None:
 
     settings = _operator_settings(settings)
     settings.require("database_url", "master_key")
-    with _database(settings) as conn, _output(getattr(args, "output", None)) as out:
+    with (
+        _database(settings) as conn,
+        _output(getattr(args, "output", None), force=getattr(args, "force", False)) as out,
+    ):
         app = panel_application(settings, pool_size=2)
         client = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
         try:
@@ -316,6 +332,13 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> None:
     from beeoclock.devstack import run_dev_stack
 
     run_dev_stack(settings, port=args.port, env_file=DEV_ENV_FILE)
+
+
+def _add_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output", help="a new file, readable by its owner only (default: standard output)"
+    )
+    parser.add_argument("--force", action="store_true", help="replace the --output file")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -409,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit_export.add_argument("--since", type=_instant, help="from this ISO instant (included)")
     audit_export.add_argument("--until", type=_instant, help="to this ISO instant (excluded)")
     audit_export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
-    audit_export.add_argument("--output", help="a file (default: standard output)")
+    _add_output(audit_export)
     audit_export.set_defaults(func=cmd_audit_export)
 
     gdpr = sub.add_parser("gdpr", help="a customer's data: export it, or erase it").add_subparsers(
@@ -427,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--tenant", required=True)
         action.add_argument("--customer", required=True)
         action.set_defaults(func=cmd_gdpr)
-    gdpr_export.add_argument("--output", help="a file (default: standard output)")
+    _add_output(gdpr_export)
     seal = gdpr.add_parser(
         "seal-legacy",
         help="seal the personal data of events stored before crypto-shredding (run once after "

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import os
 import secrets
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -249,3 +252,38 @@ def test_a_lock_not_granted_in_time_is_one_line(system: tuple[Settings, str, str
         conn.rollback()
     assert done.returncode == FAILED, done.stderr
     assert "lock" in one_line(done)
+
+
+@pytest.mark.parametrize("command", ["audit", "gdpr"])
+def test_an_export_file_is_its_owners_only_and_replaces_a_file_only_with_force(
+    system: tuple[Settings, str, str], command: str, tmp_path: Path
+) -> None:
+    settings, tenant, customer = system
+    target = tmp_path / "export.out"
+    args = [command, "export", "--tenant", tenant, "--output", str(target)]
+    if command == "gdpr":
+        args += ["--customer", customer]
+    umask = os.umask(0o022)  # what most logins have: new files readable by everyone
+    try:
+        cli(settings, *args)
+        assert stat.S_IMODE(target.stat().st_mode) == 0o600
+        exported = target.read_text()
+        assert customer in exported
+
+        target.write_text("an earlier export, kept")
+        target.chmod(0o644)
+        refused = cli(settings, *args, check=False)
+        assert refused.returncode == FAILED, refused.stderr
+        assert "--force" in one_line(refused)
+        assert target.read_text() == "an earlier export, kept"
+
+        cli(settings, *args, "--force")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    replaced = target.read_text()
+    assert customer in replaced
+    if command == "gdpr":
+        assert json.loads(replaced)["events"] == json.loads(exported)["events"]
+    else:
+        assert replaced == exported
