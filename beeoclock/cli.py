@@ -21,6 +21,9 @@ from beeoclock.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     import psycopg
+    import redis
+
+    from commands.application import PanelApplication
 
 DEV_ENV_FILE = Path(".beeoclock") / "dev.env"
 
@@ -169,6 +172,29 @@ def _port(value: str) -> int:
     return number
 
 
+def _tenant_id(value: str) -> str:
+    """A tenant id as the API takes it (an argparse type): "" would mean every tenant, and
+    "t:1" a prefix of other tenants' streams."""
+    from beeoclock.auth import TENANT_ID
+
+    if not TENANT_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a tenant id (1 to 64 letters, digits, '-' or '_')"
+        )
+    return value
+
+
+def _entity_id(value: str) -> str:
+    """A customer or service id as the API takes it (an argparse type)."""
+    from beeoclock.ids import ENTITY_ID
+
+    if not ENTITY_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an id (1 to 64 letters, digits, '-' or '_')"
+        )
+    return value
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -230,14 +256,74 @@ def _output(
         raise
 
 
+#: the streams of the event store that belong to a tenant's customers and services
+TENANT_STREAMS = ("customer", "service")
+
+
+def _has_events(conn: psycopg.Connection[Any], tenant: str, entity: str | None = None) -> bool:
+    """Whether the event store holds an event of the tenant (or of one entity of it)."""
+    if entity is not None:
+        ids = [f"{stream}:{tenant}:{entity}" for stream in TENANT_STREAMS]
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM panel_events WHERE originator_id = ANY(%s))", (ids,)
+        ).fetchone()
+    else:  # an index probe per stream
+        exists = "EXISTS (SELECT 1 FROM panel_events WHERE starts_with(originator_id, %s))"
+        row = conn.execute(
+            "SELECT " + " OR ".join([exists] * len(TENANT_STREAMS)),
+            [f"{stream}:{tenant}:" for stream in TENANT_STREAMS],
+        ).fetchone()
+    conn.commit()
+    return bool(row and row[0])
+
+
+def _require_events(
+    conn: psycopg.Connection[Any], tenant: str | None, entity: str | None = None
+) -> None:
+    """A tenant (or an entity of it) the event store has no event of is not found: most
+    likely a mistyped id, which would otherwise give an empty answer that looks fine."""
+    if tenant is None:
+        return
+    if not _has_events(conn, tenant):
+        raise CommandFailed(f"tenant {tenant} not found: it has no events", EXIT_NOT_FOUND)
+    if entity is not None and not _has_events(conn, tenant, entity):
+        raise CommandFailed(
+            f"{entity} not found in tenant {tenant}: it has no events", EXIT_NOT_FOUND
+        )
+
+
+def _check_replayable(conn: psycopg.Connection[Any], tenant: str, tables: list[str]) -> None:
+    """A tenant without events can still have read-model rows (forged, or left behind): a
+    replay removes them and a check reports them. Without either, there is nothing to do."""
+    from psycopg import sql
+
+    if _has_events(conn, tenant):
+        return
+    for table in tables:
+        query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE tenant_id = %s)")
+        row = conn.execute(query.format(sql.Identifier(table)), (tenant,)).fetchone()
+        if row and row[0]:
+            print(
+                f"beeoclock: tenant {tenant} has no events: its read-model rows have none "
+                "behind them",
+                file=sys.stderr,
+            )
+            return
+    raise CommandFailed(
+        f"tenant {tenant} not found: it has no events and no read-model rows to replay",
+        EXIT_NOT_FOUND,
+    )
+
+
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> None:
     from workers.replay import TARGETS, Replay, ReplayError
 
     settings = _operator_settings(settings)
     settings.require("database_url", "master_key")
-    with _database(settings):
-        pass
     names = list(TARGETS) if args.projection == "all" else [args.projection]
+    with _database(settings) as conn:
+        if args.tenant is not None:
+            _check_replayable(conn, args.tenant, [TARGETS[name].table for name in names])
     damaged = False
     for name in names:
         replay = Replay(
@@ -266,14 +352,16 @@ def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> None:
 
     settings = _operator_settings(settings)
     settings.require("database_url", "master_key")
-    with _database(settings) as conn, _output(args.output, force=args.force, newline="") as out:
-        app = panel_application(settings, pool_size=2)
-        try:
-            count = export(
-                app, conn, out, args.tenant, args.entity, args.since, args.until, args.format
-            )
-        finally:
-            app.close()
+    with _database(settings) as conn:
+        _require_events(conn, args.tenant, args.entity)
+        with _output(args.output, force=args.force, newline="") as out:
+            app = panel_application(settings, pool_size=2)
+            try:
+                count = export(
+                    app, conn, out, args.tenant, args.entity, args.since, args.until, args.format
+                )
+            finally:
+                app.close()
     print(f"beeoclock: exported {count} events", file=sys.stderr)
 
 
@@ -281,44 +369,52 @@ def cmd_gdpr(settings: Settings, args: argparse.Namespace) -> None:
     import redis
 
     from beeoclock.bootstrap import panel_application
-    from commands.errors import DomainError, InvalidCommand, NotFound
-    from workers import gdpr
 
     settings = _operator_settings(settings)
     settings.require("database_url", "master_key")
-    with (
-        _database(settings) as conn,
-        _output(getattr(args, "output", None), force=getattr(args, "force", False)) as out,
-    ):
-        app = panel_application(settings, pool_size=2)
-        client = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
-        try:
-            if args.action == "export":
-                document = gdpr.export_customer(
-                    app, conn, settings, args.tenant, args.customer, client
-                )
-            elif args.action == "seal-legacy":
-                prefix = f"customer:{args.tenant}:" if args.tenant else "customer:"
-                document = {
-                    "sealed": gdpr.seal_plain(app, conn, prefix),
-                    "snapshotsDropped": gdpr.drop_plain_snapshots(conn, prefix),
-                }
-            else:
-                actor = args.actor or f"operator:{getpass.getuser()}"
-                document = gdpr.erase_customer(
-                    app, conn, settings, args.tenant, args.customer, args.reason, actor, client
-                )
-        except NotFound as exc:
-            raise CommandFailed(exc.message, EXIT_NOT_FOUND) from None
-        except InvalidCommand as exc:
-            raise CommandFailed(exc.message, EXIT_USAGE) from None
-        except DomainError as exc:
-            raise CommandFailed(exc.message) from None
-        finally:
-            app.close()
-            if client is not None:
-                client.close()
-        out.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    with _database(settings) as conn:
+        _require_events(conn, args.tenant)
+        with _output(getattr(args, "output", None), force=getattr(args, "force", False)) as out:
+            app = panel_application(settings, pool_size=2)
+            client = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+            try:
+                document = _gdpr_action(settings, args, app, conn, client)
+            finally:
+                app.close()
+                if client is not None:
+                    client.close()
+            out.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+def _gdpr_action(
+    settings: Settings,
+    args: argparse.Namespace,
+    app: PanelApplication,
+    conn: psycopg.Connection[Any],
+    client: redis.Redis | None,
+) -> dict[str, Any]:
+    from commands.errors import DomainError, InvalidCommand, NotFound
+    from workers import gdpr
+
+    try:
+        if args.action == "export":
+            return gdpr.export_customer(app, conn, settings, args.tenant, args.customer, client)
+        if args.action == "seal-legacy":
+            prefix = f"customer:{args.tenant}:" if args.tenant else "customer:"
+            return {
+                "sealed": gdpr.seal_plain(app, conn, prefix),
+                "snapshotsDropped": gdpr.drop_plain_snapshots(conn, prefix),
+            }
+        actor = args.actor or f"operator:{getpass.getuser()}"
+        return gdpr.erase_customer(
+            app, conn, settings, args.tenant, args.customer, args.reason, actor, client
+        )
+    except NotFound as exc:
+        raise CommandFailed(exc.message, EXIT_NOT_FOUND) from None
+    except InvalidCommand as exc:
+        raise CommandFailed(exc.message, EXIT_USAGE) from None
+    except DomainError as exc:
+        raise CommandFailed(exc.message) from None
 
 
 def _dev_env() -> dict[str, str]:
@@ -390,7 +486,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="print a development JWT")
     token.add_argument(
-        "--tenant", action="append", required=True, help="tenant id granted (repeatable)"
+        "--tenant",
+        type=_tenant_id,
+        action="append",
+        required=True,
+        help="tenant id granted (repeatable)",
     )
     token.add_argument(
         "--permissions", default="all", help="comma-separated permissions, or 'all' (default)"
@@ -403,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
         "replay", help="rebuild read models from the event store and swap them in, live", **operator
     )
     replay.add_argument("--projection", choices=["customers", "services", "all"], default="all")
-    replay.add_argument("--tenant", help="rebuild one tenant's rows only")
+    replay.add_argument("--tenant", type=_tenant_id, help="rebuild one tenant's rows only")
     replay.add_argument(
         "--check",
         action="store_true",
@@ -427,8 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit_export = audit.add_parser(
         "export", help="a tenant's events with who, when and what", **operator
     )
-    audit_export.add_argument("--tenant", required=True)
-    audit_export.add_argument("--entity", help="one customer or service id")
+    audit_export.add_argument("--tenant", type=_tenant_id, required=True)
+    audit_export.add_argument("--entity", type=_entity_id, help="one customer or service id")
     audit_export.add_argument("--since", type=_instant, help="from this ISO instant (included)")
     audit_export.add_argument("--until", type=_instant, help="to this ISO instant (excluded)")
     audit_export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
@@ -447,8 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
         **operator,
     )
     for action in (gdpr_export, gdpr_erase):
-        action.add_argument("--tenant", required=True)
-        action.add_argument("--customer", required=True)
+        action.add_argument("--tenant", type=_tenant_id, required=True)
+        action.add_argument("--customer", type=_entity_id, required=True)
         action.set_defaults(func=cmd_gdpr)
     _add_output(gdpr_export)
     seal = gdpr.add_parser(
@@ -457,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
         "upgrading)",
         **operator,
     )
-    seal.add_argument("--tenant", help="one tenant only")
+    seal.add_argument("--tenant", type=_tenant_id, help="one tenant only")
     seal.set_defaults(func=cmd_gdpr)
     gdpr_erase.add_argument("--reason", required=True, help="why (recorded; no personal data)")
     gdpr_erase.add_argument("--actor", help="who erases (default: operator:<login name>)")

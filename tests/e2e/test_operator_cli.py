@@ -287,3 +287,58 @@ def test_an_export_file_is_its_owners_only_and_replaces_a_file_only_with_force(
         assert json.loads(replaced)["events"] == json.loads(exported)["events"]
     else:
         assert replaced == exported
+
+
+def test_a_tenant_or_entity_without_events_is_not_found(
+    system: tuple[Settings, str, str],
+) -> None:
+    settings, tenant, _ = system
+    for args in (
+        ("audit", "export", "--tenant", "cli-nobody"),
+        ("audit", "export", "--tenant", tenant, "--entity", "nothing-here"),
+        ("replay", "--quiet", "--tenant", "cli-nobody"),
+        ("replay", "--check", "--quiet", "--tenant", "cli-nobody"),
+        ("gdpr", "export", "--tenant", "cli-nobody", "--customer", "c1"),
+        ("gdpr", "seal-legacy", "--tenant", "cli-nobody"),
+    ):
+        done = cli(settings, *args, check=False)
+        assert done.returncode == NOT_FOUND, (args, done.stderr)
+        line = one_line(done)
+        assert "not found" in line, args
+        assert "no events" in line, args
+        assert done.stdout == ""
+
+
+def test_an_empty_period_of_a_known_tenant_is_exported_as_empty(
+    system: tuple[Settings, str, str],
+) -> None:
+    settings, tenant, _ = system
+    done = cli(settings, "audit", "export", "--tenant", tenant, "--since", "2999-01-01T00:00:00Z")
+    assert done.stdout == ""
+    assert "exported 0 events" in done.stderr
+
+
+def test_read_model_rows_of_a_tenant_without_events_are_still_checked(
+    system: tuple[Settings, str, str],
+) -> None:
+    """Rows no event stands behind (forged, or left over) are damage a check must report."""
+    settings, _, _ = system
+    ghost = "cli-ghost"
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute(
+            "INSERT INTO customers (tenant_id, id, version, state, created_at, updated_at, "
+            "search, doc) VALUES (%s, 'forged', 1, 'active', now(), now(), '', '{}')",
+            (ghost,),
+        )
+    try:
+        done = cli(settings, "replay", "--check", "--quiet", "--tenant", ghost, check=False)
+        assert done.returncode == DAMAGE, done.stderr
+        assert "has no events" in done.stderr
+        extra = {
+            json.loads(line)["projection"]: json.loads(line)["extra"]["count"]
+            for line in done.stdout.splitlines()
+        }
+        assert extra == {"customers": 1, "services": 0}
+    finally:
+        with psycopg.connect(settings.database_url) as conn:
+            conn.execute("DELETE FROM customers WHERE tenant_id = %s", (ghost,))
