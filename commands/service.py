@@ -33,6 +33,7 @@ from events.service import (
     ServiceStateChanged,
     StateEntry,
     evolve,
+    removed_banner,
 )
 from events.timefmt import iso_ms
 
@@ -206,20 +207,15 @@ class Service(BaseAggregate[str]):
         return banner
 
     def remove_banner(self, cmd: RemoveServiceBanner) -> Banner:
-        """Returns the banner as removed. Removing it again changes nothing and returns the
-        same (a soft delete's repeat, as the contract has it), while the service remembers
-        it (`ServiceState.removed_banners`)."""
+        """Returns the banner as removed. NotFound for one the service does not have (the
+        handler answers a repeated removal from the history: commands/service_handlers.py)."""
         self._check_version(cmd.expected_version)
-        if self.state.banner(cmd.media_id) is None:
-            removed = self.state.removed_banner(cmd.media_id)
-            if removed is not None:
-                return removed
+        banner = self.state.banner(cmd.media_id)
+        if banner is None:
             msg = f"media {cmd.media_id} not found in service {self.state.id}"
             raise NotFound(msg)
         self.trigger_event(ServiceBannerRemoved, media_id=cmd.media_id, **cmd.meta.event_fields())
-        removed = self.state.removed_banner(cmd.media_id)
-        assert removed is not None
-        return removed
+        return removed_banner(banner, self.state.updated_at)
 
     def _set_resources(self, meta: Meta, resources: list[Resource]) -> None:
         if resources != self.state.required_resources:

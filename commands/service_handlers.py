@@ -10,6 +10,7 @@ from typing import TypeVar
 from commands import saving
 from commands.application import PanelApplication
 from commands.context import Meta
+from commands.errors import NotFound
 from commands.service import (
     KIND,
     NOUN,
@@ -23,7 +24,14 @@ from commands.service import (
     unique_values,
 )
 from events.base import stream_id
-from events.service import Banner, ServiceState
+from events.service import (
+    Banner,
+    ServiceBannerAdded,
+    ServiceBannerRemoved,
+    ServiceState,
+    removed_banner,
+)
+from events.timefmt import iso_ms
 
 T = TypeVar("T")
 
@@ -68,8 +76,39 @@ def put_banner(app: PanelApplication, cmd: PutServiceBanner) -> BannerOutcome:
 
 
 def remove_banner(app: PanelApplication, cmd: RemoveServiceBanner) -> BannerOutcome:
-    state, banner, position = _change(app, cmd.meta, cmd.service_id, lambda s: s.remove_banner(cmd))
+    """A banner removed again is answered as its removal left it, and nothing changes (the
+    contract's soft-delete repeat): found in the service's history, which only this rare
+    path reads."""
+    try:
+        state, banner, position = _change(
+            app, cmd.meta, cmd.service_id, lambda s: s.remove_banner(cmd)
+        )
+    except NotFound:
+        service = load_service(app, cmd.meta.tenant_id, cmd.service_id)  # or NotFound
+        removed = _removed_before(app, service, cmd.media_id)
+        if removed is None:
+            raise
+        return BannerOutcome(service.state, removed, None)
     return BannerOutcome(state, banner, position)
+
+
+def _removed_before(app: PanelApplication, service: Service, media_id: str) -> Banner | None:
+    """The banner `media_id` as its last removal left it, if it was removed and not added
+    again since."""
+    stream = stream_id(KIND, service.state.tenant_id, service.state.id)
+    removal: ServiceBannerRemoved | None = None
+    for event in app.events.get(stream):
+        if isinstance(event, ServiceBannerRemoved) and event.media_id == media_id:
+            removal = event
+        elif isinstance(event, ServiceBannerAdded) and event.media_id == media_id:
+            removal = None
+    if removal is None:
+        return None
+    before: Service = app.repository.get(stream, version=removal.originator_version - 1)
+    banner = before.state.banner(media_id)
+    if banner is None:
+        return None
+    return removed_banner(banner, iso_ms(removal.timestamp))
 
 
 def _outcome(changed: tuple[ServiceState, None, int | None]) -> ServiceOutcome:

@@ -38,8 +38,6 @@ DETAIL_FIELDS = (
     "schedules",
 )
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
-#: removed banners a service remembers (`ServiceState.removed_banners`)
-REMOVED_BANNERS = 20
 
 
 @dataclass(frozen=True)
@@ -131,10 +129,6 @@ class ServiceState:
     state_history: list[StateEntry] = field(default_factory=list)
     created_at: str = ""
     updated_at: str = ""
-    #: the last banners removed (at most REMOVED_BANNERS), as they were removed: a repeated
-    #: DELETE answers 200 with the same MediaDto, as the contract's soft deletes do. Not part
-    #: of the DTO (nor of equality: the read model's state does not keep them)
-    removed_banners: list[Banner] = field(default_factory=list, compare=False)
 
     @property
     def order(self) -> int | None:
@@ -143,9 +137,6 @@ class ServiceState:
 
     def banner(self, media_id: str) -> Banner | None:
         return next((b for b in self.banners if b["id"] == media_id), None)
-
-    def removed_banner(self, media_id: str) -> Banner | None:
-        return next((b for b in self.removed_banners if b["id"] == media_id), None)
 
     def media_hashes(self) -> dict[str, str]:
         """Banner id -> content hash: what the DTO does not show, kept beside it."""
@@ -309,8 +300,7 @@ def evolve(state: ServiceState | None, event: PanelEvent) -> ServiceState:
             "createdAt": updated_at,
             "updatedAt": updated_at,
         }
-        removed = [b for b in state.removed_banners if b["id"] != event.media_id]
-        return replace(state, banners=[*state.banners, banner], removed_banners=removed, **common)
+        return replace(state, banners=[*state.banners, banner], **common)
     if isinstance(event, ServiceBannerReplaced):
         banners = [
             {
@@ -327,14 +317,14 @@ def evolve(state: ServiceState | None, event: PanelEvent) -> ServiceState:
         return replace(state, banners=banners, **common)
     if isinstance(event, ServiceBannerRemoved):
         banners = [b for b in state.banners if b["id"] != event.media_id]
-        removed = [b for b in state.removed_banners if b["id"] != event.media_id]
-        removed += [
-            {**b, "version": b["version"] + 1, "updatedAt": updated_at}
-            for b in state.banners
-            if b["id"] == event.media_id
-        ]
-        return replace(state, banners=banners, removed_banners=removed[-REMOVED_BANNERS:], **common)
+        return replace(state, banners=banners, **common)
     if isinstance(event, ServiceStateChanged):
         return replace(state, state=event.state, state_history=list(event.state_history), **common)
     msg = f"not a service event: {type(event).__name__}"
     raise TypeError(msg)
+
+
+def removed_banner(before: Banner, removed_at: str) -> Banner:
+    """A banner as its removal left it: its last change, the removal (`media_dto` of state
+    `deleted` shows it so)."""
+    return {**before, "version": before["version"] + 1, "updatedAt": removed_at}

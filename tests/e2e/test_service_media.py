@@ -216,6 +216,13 @@ def test_a_removed_banner_is_gone_and_its_url_answers_404(
     assert tenant.get(f"/api/v1/service/{service['_id']}").json()["_version"] == version
     assert_error(tenant.delete(path.replace(media["_id"], "a" * 24)), 404)
     assert tenant.get(keep["url"]).status_code == 200
+    # added again under its id, then removed again: the repeat answers the last removal
+    back = patch_banner(tenant, service["_id"], image(color="green"), _id=media["_id"])
+    assert back.status_code == 200, back.text
+    last = tenant.delete(path)
+    assert last.status_code == 200
+    assert last.json()["url"] != removed.json()["url"]  # the image added again
+    assert tenant.delete(path).json() == last.json()
 
 
 FORBIDDEN = {
