@@ -53,7 +53,7 @@ from beeoclock.bootstrap import panel_application
 from beeoclock.settings import Settings
 from commands.application import PanelApplication
 from events import envelope
-from events.base import PanelEvent
+from events.base import PanelEvent, split_stream_id
 from projections import cache, customers, services
 from projections.customers import MissingEvents
 
@@ -105,6 +105,9 @@ _PASSED_ON = (
 
 #: the stored topics of the event classes the relay publishes
 PUBLISHED_TOPICS = sorted(get_topic(cls) for cls, _ in envelope.EVENT_TYPES.values())
+
+#: how long `heal` waits for the broker's answer about a partition (ms): it runs between polls
+ASK_BROKER_MS = 1000
 
 #: (tenant, stream)s whose applied position the projector keeps in memory
 REMEMBERED = 100_000
@@ -352,8 +355,15 @@ class Projector:
     def rewind(self) -> None:
         """Seek every assigned partition back to the offset the database holds, reconnecting
         as long as the database is unreachable; a log that ends before that offset was
-        started again (see `seek_to_stored_offsets`)."""
+        started again (see `seek_to_stored_offsets`).
+
+        What it remembers of its own commits is forgotten: a database that lost the last of
+        them (they are not flushed before they return, see the module docstring) holds less
+        than it committed, and the positions it remembered would hide gaps."""
         assert self.consumer is not None
+        self.applied.clear()
+        self.reached.clear()
+        self.healed_to = 0
         while not self.stopping.wait(1.0):
             try:
                 if self.conn is None or self.conn.closed or self.conn.broken:
@@ -366,16 +376,15 @@ class Projector:
                 log.warning("broker unreachable, retrying: %s", exc)
 
     def _try_to_heal(self, app: PanelApplication, redis_client: redis.Redis) -> None:
-        """`heal`, a fault logged: it is tried again next time."""
+        """`heal`, a fault logged: it is tried again next time. A lost connection is made
+        again by `rewind`, as after a failed batch: the database it comes back to may have
+        lost the last commits, whose records the consumer has moved past."""
         try:
             self.heal(app, redis_client)
         except (*TRANSIENT, KafkaError) as exc:
             log.warning("looking for lost messages failed: %s", exc)
             if self.conn is None or self.conn.closed or self.conn.broken:
-                try:
-                    self.conn = self._connect()
-                except psycopg.Error as again:  # and at the next failure
-                    log.warning("database unreachable: %s", again)
+                self.rewind()
 
     def _connect(self) -> psycopg.Connection[Any]:
         """Derived data only: its commits don't wait for the WAL flush (module docstring)."""
@@ -550,24 +559,25 @@ class Projector:
             rows = self.conn.execute(_PASSED_ON, (self.settings.relay_name, since)).fetchall()
         top = max((int(r[2]) for r in rows), default=since)
         mine: list[tuple[TopicPartition, str, str, int, int]] = []
-        topics = {stream: topic for topic, stream in self.stream_of_topic.items()}
+        in_flight: list[int] = []
         for stream, tenant_id, relayed, applied in rows:
             if relayed <= applied:
                 continue
-            partitions = self.consumer.partitions_for_topic(topics.get(stream, ""))
-            if not partitions:
-                continue
-            tp = TopicPartition(topics[stream], kafka.partition_of(tenant_id, len(partitions)))
-            if tp in assigned:
+            tp = self._partition_of(stream, tenant_id)
+            if tp is None:  # no metadata yet: looked at again next time
+                in_flight.append(relayed)
+            elif tp in assigned:
                 mine.append((tp, stream, tenant_id, int(relayed), int(applied)))
         unproven = sorted({tp for tp, _, _, last, _ in mine if self.reached.get(tp, 0) <= last})
         drained: set[TopicPartition] = set()
         if unproven:
             # after the positions were read: a message acknowledged before then is in the log
-            ends = self.consumer.end_offsets(unproven)
-            drained = {tp for tp in unproven if self.consumer.position(tp) >= ends[tp]}
+            ends = self.consumer.end_offsets(unproven, timeout_ms=ASK_BROKER_MS)
+            for tp in unproven:
+                position = self.consumer.position(tp, timeout_ms=ASK_BROKER_MS)
+                if position is not None and position >= ends[tp]:
+                    drained.add(tp)
         lost: list[tuple[str, str, int, int]] = []
-        in_flight: list[int] = []
         for tp, stream, tenant_id, relayed, applied in mine:
             if self.reached.get(tp, 0) > relayed or tp in drained:
                 lost.append((stream, tenant_id, relayed, applied))
@@ -578,22 +588,35 @@ class Projector:
         if not lost:
             self.healed_to = healed_to
             return []
-        healed = self._apply_lost(app, redis_client, lost)
-        self.healed_to = healed_to
+        healed, unread = self._apply_lost(app, redis_client, lost)
+        self.healed_to = min([healed_to, *(position - 1 for position in unread)])
         return healed
+
+    def _partition_of(self, stream: str, tenant_id: str) -> TopicPartition | None:
+        """The partition the relay puts a tenant's messages of `stream` in (None: the topic's
+        partitions are not known yet)."""
+        assert self.consumer is not None
+        topic = next((t for t, s in self.stream_of_topic.items() if s == stream), None)
+        partitions = self.consumer.partitions_for_topic(topic) if topic else None
+        if not topic or not partitions:
+            return None
+        return TopicPartition(topic, kafka.partition_of(tenant_id, len(partitions)))
 
     def _apply_lost(
         self,
         app: PanelApplication,
         redis_client: redis.Redis,
         lost: list[tuple[str, str, int, int]],
-    ) -> list[tuple[str, str]]:
+    ) -> tuple[list[tuple[str, str]], list[int]]:
         """`heal`'s lost events, (stream, tenant, passed on, applied) each, applied from the
-        event store in one transaction; returns the (tenant, stream)s healed."""
+        event store in one transaction (an event that can't be applied is a dead letter, as a
+        message would be). Returns the (tenant, stream)s healed, and the positions passed on
+        of those whose events could not even be read (looked at again next time)."""
         assert self.conn is not None
         missing = _missing(app)
         changed: set[tuple[str, str, str]] = set()
         healed: dict[tuple[str, str], int] = {}
+        unread: list[int] = []
         with app.keys(), self.conn.transaction(), self.conn.cursor() as cur:
             for stream, tenant_id, relayed, applied in lost:
                 log.warning(
@@ -607,18 +630,76 @@ class Projector:
                 try:
                     with self.conn.transaction():
                         events = _stored_between(cur, app, stream, tenant_id, applied, relayed)
-                        changed |= _project(cur, stream, events, missing)
                 except TRANSIENT:
                     raise
-                except Exception:  # as a dead letter would: reads no longer wait for them
-                    log.exception("events lost on the way could not be applied")
+                except Exception:  # their keys, say: nothing is taken as applied
+                    log.exception("the events of tenant %s could not be read", tenant_id)
+                    unread.append(relayed)
+                    continue
+                changed |= self._apply_stored(cur, stream, events, missing)
                 healed[tenant_id, stream] = relayed
             consistency.record_applied(cur, healed)
         self._remember(healed)
         keys = [cache.generation_key(t, s) for t, s in healed]
         keys += [cache.generation_key(t, s, i) for s, t, i in changed]
         cache.invalidate(redis_client, keys, self._generation_ttl_s())
-        return sorted(healed)
+        return sorted(healed), unread
+
+    def _apply_stored(
+        self,
+        cur: psycopg.Cursor[Any],
+        stream: str,
+        events: list[PanelEvent],
+        missing: MissingEvents,
+    ) -> set[tuple[str, str, str]]:
+        """Events read from the event store (lost on the way), applied in a savepoint; if
+        that fails, one by one, each that fails kept in `projector_dead_letters` (offset -1:
+        it came from the store, not from a partition) as a failing message is, the others
+        applied."""
+        assert self.conn is not None
+        try:
+            with self.conn.transaction():
+                return _project(cur, stream, events, missing)
+        except TRANSIENT:
+            raise
+        except Exception:
+            log.exception("events lost on the way could not be applied together")
+        changed: set[tuple[str, str, str]] = set()
+        for event in events:
+            try:
+                with self.conn.transaction():
+                    changed |= _project(cur, stream, [event], missing)
+            except TRANSIENT:
+                raise
+            except Exception as exc:
+                self._bury_stored(cur, stream, event, repr(exc))
+        return changed
+
+    def _bury_stored(
+        self, cur: psycopg.Cursor[Any], stream: str, event: PanelEvent, error: str
+    ) -> None:
+        tp = self._partition_of(stream, event.tenant_id)
+        log.error(
+            "dead letter from the event store: %s v%d: %s",
+            event.originator_id,
+            event.originator_version,
+            error.split("(", 1)[0],
+        )
+        cur.execute(
+            _DEAD_LETTER,
+            (
+                self.settings.projector_group,
+                tp.topic if tp else stream,
+                tp.partition if tp else -1,
+                -1,
+                event.tenant_id,
+                split_stream_id(event.originator_id)[2],
+                event.originator_version,
+                None,
+                error,
+                b"",
+            ),
+        )
 
     def _committed(
         self,
@@ -654,18 +735,13 @@ class Projector:
     ) -> set[tuple[str, str, str]]:
         """The batch a message at a time, each in a savepoint: one that fails is added to
         `dead` and the others are applied. Events lost on the way before a message go in a
-        savepoint of their own, so that the message failing does not take them along."""
+        savepoint of their own (`_apply_stored`), so that the message failing does not take
+        them along."""
         assert self.conn is not None
         changed: set[tuple[str, str, str]] = set()
         for at, (record, stream, message) in enumerate(messages):
             if at in lost:
-                try:
-                    with self.conn.transaction():
-                        changed |= _project(cur, stream, lost[at], missing)
-                except TRANSIENT:
-                    raise
-                except Exception:
-                    log.exception("events lost on the way could not be applied")
+                changed |= self._apply_stored(cur, stream, lost[at], missing)
             try:
                 with self.conn.transaction():
                     event = app.open_personal(message.event)

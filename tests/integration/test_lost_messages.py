@@ -389,3 +389,70 @@ def test_messages_on_their_way_are_not_taken_for_lost(settings: Settings) -> Non
             projector.conn.close()
         redis_client.close()
         app.close()
+
+
+def test_a_lost_event_that_cannot_be_applied_is_a_dead_letter_and_the_rest_are_applied(
+    settings: Settings, healing: Projector, losing: Losing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found lost and read from the event store, an event the projection refuses is kept in
+    `projector_dead_letters` (offset -1: from the store) as a failing message is, and the
+    tenant's other lost events are applied. Before, the whole tenant's lost events were
+    skipped with a log line, and its position marked applied all the same."""
+    from workers import projector as projector_module
+
+    tenant = uuid.uuid4().hex[:24]
+    first, good, bad = (uuid.uuid4().hex[:24] for _ in range(3))
+    register(settings, tenant, first)
+    eventually(lambda: projected(settings, tenant, first), timeout_s=30)
+    project = projector_module.PROJECTIONS["customer"]
+
+    def refusing(cur: Any, events: Any, missing: Any) -> Any:
+        if any(e.originator_id.endswith(bad) for e in events):
+            msg = "a projection bug"
+            raise RuntimeError(msg)
+        return project(cur, events, missing)
+
+    monkeypatch.setitem(projector_module.PROJECTIONS, "customer", refusing)
+    losing.doomed |= {good, bad}
+    register(settings, tenant, good)
+    register(settings, tenant, bad)
+    eventually(lambda: projected(settings, tenant, good), timeout_s=30)
+    # the reads waiting for the bad one go on: it is applied as far as it will ever be
+    eventually(lambda: (p := positions(settings, tenant))[2] == p[0], timeout_s=30)
+    assert not projected(settings, tenant, bad)
+    with psycopg.connect(settings.database_url) as conn:
+        dead = conn.execute(
+            'SELECT aggregate_id, "offset", error FROM projector_dead_letters WHERE tenant_id = %s',
+            (tenant,),
+        ).fetchall()
+    assert [(d[0], d[1]) for d in dead] == [(bad, -1)]
+    assert "a projection bug" in dead[0][2]
+
+
+def test_a_projector_that_lost_its_connection_while_looking_rewinds(
+    settings: Settings, healing: Projector
+) -> None:
+    """A database that comes back may have lost the projector's last commits (they are not
+    flushed before they return): the look that finds the connection gone makes it again by
+    rewinding, as a failed batch does, so the records the consumer had moved past are
+    applied again. Before, it only connected again: the consumer stayed past them, and its
+    look, starting past them too, never came back to the tenant."""
+    tenant = uuid.uuid4().hex[:24]
+    customer = uuid.uuid4().hex[:24]
+    register(settings, tenant, customer)
+    eventually(lambda: projected(settings, tenant, customer), timeout_s=30)
+    relayed = positions(settings, tenant)[1]
+    eventually(lambda: healing.healed_to >= relayed, timeout_s=30)
+    assert healing.conn is not None
+    pid = healing.conn.info.backend_pid
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        # what a crash that lost the last commits leaves: row, position and offsets gone
+        conn.execute("DELETE FROM customers WHERE tenant_id = %s", (tenant,))
+        conn.execute("DELETE FROM applied_positions WHERE tenant_id = %s", (tenant,))
+        conn.execute(
+            "DELETE FROM projector_offsets WHERE group_id = %s", (settings.projector_group,)
+        )
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    eventually(lambda: projected(settings, tenant, customer), timeout_s=30)
+    written, _, applied = positions(settings, tenant)
+    assert applied == written
