@@ -8,8 +8,8 @@ import getpass
 import json
 import os
 import signal
-import stat
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
@@ -227,33 +227,36 @@ def _output(
     path: str | None, *, force: bool = False, newline: str | None = None
 ) -> Iterator[TextIO]:
     """Where an export goes: standard output, or a file readable by its owner only (an export
-    holds personal data) that replaces an existing one only when `force`d. The file is opened
-    before the export is made, so a path that can't be written stops it first."""
+    holds personal data). It is written beside the target under a temporary name and given
+    the target's name only once complete, so a failed export leaves no file and no half of
+    one, and never touches an earlier file; an existing one is replaced only when `force`d
+    (the name itself is replaced: a symlink there, not what it points to). A folder that
+    can't be written stops the export before it is made."""
     if not path:
         yield sys.stdout
         return
-    created = not os.path.lexists(path)
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
-    try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        raise CommandFailed(f"{path} exists (--force replaces it)") from None
+    if os.path.lexists(path) and not force:
+        raise CommandFailed(f"{path} exists (--force replaces it)")
+    folder = os.path.dirname(path) or "."
+    try:  # mkstemp: mode 0600, whatever the umask
+        fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
     except OSError as exc:
         raise CommandFailed(f"cannot write {path}: {exc.strerror}") from None
     try:
-        if not created and stat.S_ISREG(os.fstat(fd).st_mode):
-            os.fchmod(fd, 0o600)  # what it held before may have been readable by others
-    except OSError as exc:
-        os.close(fd)
-        raise CommandFailed(f"cannot make {path} its owner's only: {exc.strerror}") from None
-    try:
         with os.fdopen(fd, "w", newline=newline) as out:
             yield out
-    except BaseException:  # a failed export leaves no file it made behind
-        if created:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        raise
+            out.flush()
+            os.fsync(out.fileno())
+        if force:
+            os.replace(temporary, path)
+        else:  # a link fails where a file appeared meanwhile: never one replaced unasked
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                raise CommandFailed(f"{path} exists (--force replaces it)") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
 
 
 #: the streams of the event store that belong to a tenant's customers and services

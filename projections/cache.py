@@ -18,6 +18,8 @@ from collections.abc import Iterable
 import redis
 import redis.asyncio as aredis
 
+from beeoclock.settings import Settings
+
 log = logging.getLogger(__name__)
 
 _GET = """
@@ -38,6 +40,12 @@ end
 return 1
 """
 _BACKOFF_S = 1.0
+
+
+def generation_ttl_s(settings: Settings) -> int:
+    """How long a generation's key lives after a bump: past every answer stored under it
+    (`invalidate`)."""
+    return 2 * max(settings.cache_entity_ttl_s, settings.cache_page_ttl_s) + 60
 
 
 def generation_key(tenant_id: str, stream: str, entity_id: str | None = None) -> str:

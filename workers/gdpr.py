@@ -173,11 +173,13 @@ SEAL_BATCH = 500
 #: data field in plain text: an object that is not a sealed value. Decided from the parsed
 #: document: a plain value that merely contains the text "sealed" is still plain.
 _PLAIN_EVENTS = (
-    "SELECT e.originator_id, e.originator_version, e.topic, e.state FROM panel_events e, "
-    "LATERAL (SELECT convert_from(e.state, 'UTF8')::jsonb AS doc) d "
-    "WHERE (e.originator_id = %(prefix)s OR NOT %(whole)s AND starts_with(e.originator_id, "
-    "%(prefix)s)) AND e.topic = ANY(%(topics)s) AND EXISTS (SELECT 1 FROM unnest(%(names)s::text[])"
-    " AS f(name) WHERE jsonb_typeof(d.doc -> f.name) = 'object' "
+    "SELECT e.originator_id, e.originator_version, e.topic, e.state, e.notification_id "
+    "FROM panel_events e, LATERAL (SELECT convert_from(e.state, 'UTF8')::jsonb AS doc) d "
+    "WHERE (e.originator_id = %(prefix)s "
+    "OR NOT %(whole)s AND starts_with(e.originator_id, %(prefix)s)) "
+    "AND e.notification_id > %(after)s AND e.topic = ANY(%(topics)s) "
+    "AND EXISTS (SELECT 1 FROM unnest(%(names)s::text[]) AS f(name) "
+    "WHERE jsonb_typeof(d.doc -> f.name) = 'object' "
     "AND jsonb_typeof(d.doc -> f.name -> 'sealed') IS DISTINCT FROM 'string') "
     "ORDER BY e.notification_id LIMIT %(limit)s FOR UPDATE OF e"
 )
@@ -190,7 +192,9 @@ def seal_plain(
     text (the streams starting with `prefix`, e.g. `customer:<tenant>:`; `whole`: the one
     stream named so, and not those whose name goes on). The one edit of stored events this
     system makes: the same event, its personal data now sealed, so that erasure can reach it.
-    A transaction per `SEAL_BATCH` events. Returns how many events were sealed.
+    A transaction per `SEAL_BATCH` events, each batch going on from the last one's last
+    notification (never reading the ones before again). Returns how many events were
+    sealed.
 
     Snapshots an old release wrote hold the same data in plain text: see
     `drop_plain_snapshots`."""
@@ -202,13 +206,15 @@ def seal_plain(
         "topics": topics,
         "names": PERSONAL_FIELDS,
         "limit": SEAL_BATCH,
+        "after": 0,
     }
     sealed = 0
     with app.keys():  # one key fetch per customer, not per event
         while True:
             with conn.transaction():
                 rows = conn.execute(_PLAIN_EVENTS, query).fetchall()
-                for originator_id, version, topic, raw in rows:
+                for originator_id, version, topic, raw, notification_id in rows:
+                    query["after"] = notification_id  # the next batch goes on from here
                     state = app.mapper.transcoder.decode(bytes(raw))
                     subject = PanelApplication.subjects_of_ids([originator_id]).pop()
                     for name in resolve_topic(topic).personal_data:
@@ -243,16 +249,17 @@ def _holds_plain_personal(node: Any) -> bool:
     return False
 
 
-def drop_plain_snapshots(conn: psycopg.Connection[Any], prefix: str, *, whole: bool = False) -> int:
-    """Delete the snapshots in the scope of `seal_plain` that hold personal data in plain
-    text (written by a release without sealing): a snapshot is only a shortcut, and the next
-    one is written sealed. Returns how many were deleted."""
+def drop_plain_snapshots(conn: psycopg.Connection[Any], prefix: str) -> int:
+    """Delete the snapshots of the streams starting with `prefix` that hold personal data in
+    plain text (written by a release without sealing): a snapshot is only a shortcut, and the
+    next one is written sealed. Returns how many were deleted. (An erasure deletes all of
+    the customer's snapshots.)"""
     dropped = 0
     with conn.transaction():
         rows = conn.execute(
             "SELECT originator_id, originator_version, state FROM panel_snapshots "
-            "WHERE originator_id = %s OR NOT %s AND starts_with(originator_id, %s) FOR UPDATE",
-            (prefix, whole, prefix),
+            "WHERE starts_with(originator_id, %s) FOR UPDATE",
+            (prefix,),
         ).fetchall()
         for originator_id, version, raw in rows:
             if _holds_plain_personal(orjson.loads(bytes(raw))):
@@ -330,7 +337,7 @@ def erase_customer(
         cache.generation_key(tenant_id, customers.STREAM),
         cache.generation_key(tenant_id, customers.STREAM, customer_id),
     ]
-    ttl_s = 2 * max(settings.cache_entity_ttl_s, settings.cache_page_ttl_s) + 60
+    ttl_s = cache.generation_ttl_s(settings)
     try:
         pipe = redis_client.pipeline(transaction=False)
         for key in generations:

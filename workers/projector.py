@@ -722,7 +722,7 @@ class Projector:
             log.debug("kafka offset commit failed (harmless): %s", exc)
 
     def _generation_ttl_s(self) -> int:
-        return 2 * max(self.settings.cache_entity_ttl_s, self.settings.cache_page_ttl_s) + 60
+        return cache.generation_ttl_s(self.settings)
 
     def _one_by_one(
         self,

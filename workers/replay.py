@@ -54,7 +54,7 @@ from commands.application import PanelApplication
 from events.base import PanelEvent
 from events.customer import CUSTOMER_EVENTS
 from events.service import SERVICE_EVENTS
-from projections import customers, services
+from projections import cache, customers, services
 from projections.versioned import MissingEvents
 from workers.progress import Progress
 
@@ -975,11 +975,8 @@ class Replay:
             client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=2)
             with client:
                 generations = list(client.scan_iter(match=f"g:{scope}*", count=1000))
-                for start in range(0, len(generations), 500):
-                    pipe = client.pipeline(transaction=False)
-                    for key in generations[start : start + 500]:
-                        pipe.incr(key)
-                    pipe.execute()
+                # as the projector bumps them (one that expired meanwhile gets a TTL again)
+                cache.invalidate(client, generations, cache.generation_ttl_s(self.settings))
                 for grace_s in (0.0, CACHE_GRACE_S):
                     time.sleep(grace_s)
                     keys = list(client.scan_iter(match=f"v:{scope}:*", count=1000))

@@ -288,6 +288,27 @@ def test_an_export_file_is_its_owners_only_and_replaces_a_file_only_with_force(
         assert json.loads(replaced)["events"] == json.loads(exported)["events"]
     else:
         assert replaced == exported
+    assert sorted(tmp_path.iterdir()) == [target]  # nothing half-written left beside it
+
+
+def test_a_failed_export_leaves_the_earlier_file_as_it_was_even_with_force(
+    system: tuple[Settings, str, str], tmp_path: Path
+) -> None:
+    """The export is written under a temporary name and renamed once complete: a failure
+    (here a customer who is not there) used to leave the replaced file truncated or half
+    written."""
+    settings, tenant, _ = system
+    target = tmp_path / "export.json"
+    target.write_text("an earlier export, kept")
+    failed = cli(
+        settings,
+        *("gdpr", "export", "--tenant", tenant, "--customer", "nobody"),
+        *("--output", str(target), "--force"),
+        check=False,
+    )
+    assert failed.returncode == NOT_FOUND, failed.stderr
+    assert target.read_text() == "an earlier export, kept"
+    assert sorted(tmp_path.iterdir()) == [target]
 
 
 def test_a_tenant_or_entity_without_events_is_not_found(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from beeoclock.auth import TENANT_ID
 from beeoclock.ids import entity_id
 from commands.errors import NotFound
 
@@ -19,7 +18,3 @@ def test_an_id_with_anything_but_its_alphabet_is_not_found(value: str) -> None:
 def test_an_id_of_its_alphabet_is_itself() -> None:
     assert entity_id("67c2dd0f2b9a4c1d8e7f6a5b", "service") == "67c2dd0f2b9a4c1d8e7f6a5b"
     assert entity_id("a_B-9", "service") == "a_B-9"
-
-
-def test_a_tenant_id_with_a_final_newline_is_refused() -> None:
-    assert TENANT_ID.fullmatch("tenant\n") is None
