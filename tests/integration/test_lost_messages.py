@@ -456,3 +456,63 @@ def test_a_projector_that_lost_its_connection_while_looking_rewinds(
     eventually(lambda: projected(settings, tenant, customer), timeout_s=30)
     written, _, applied = positions(settings, tenant)
     assert applied == written
+
+
+class _Consumer:
+    """What `heal` asks of the consumer, answering as kafka-python does when it can't tell:
+    no partitions known for a topic yet, or no position (an offset reset that timed out)."""
+
+    def __init__(self, tp: TopicPartition, *, partitions: set[int] | None) -> None:
+        self.tp = tp
+        self.partitions = partitions
+
+    def assignment(self) -> set[TopicPartition]:
+        return {self.tp}
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return self.partitions
+
+    def end_offsets(
+        self, partitions: list[TopicPartition], timeout_ms: int | None = None
+    ) -> dict[Any, int]:
+        return dict.fromkeys(partitions, 5)
+
+    def position(self, tp: TopicPartition, timeout_ms: int | None = None) -> int | None:
+        return None
+
+
+@pytest.mark.parametrize("unknown", ["partitions", "position"])
+def test_a_tenant_the_look_cannot_judge_is_looked_at_again(
+    settings: Settings, unknown: str
+) -> None:
+    """Partitions not known yet, or a position the broker could not tell: the tenant is
+    neither lost nor passed (the look's watermark stays below it). Before, unknown
+    partitions let the watermark pass it for good, and an unknown position was a TypeError
+    that ended the projector."""
+    from beeoclock.kafka import partition_of
+
+    tenant = uuid.uuid4().hex[:24]
+    relayed = 10**12 + int(uuid.uuid4().int % 10**6)
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute(
+            "INSERT INTO relay_tenant_positions (name, tenant_id, stream, position) "
+            "VALUES (%s, %s, 'customer', %s)",
+            (settings.relay_name, tenant, relayed),
+        )
+    partitions = settings.kafka_partitions
+    tp = TopicPartition(settings.topic_customer, partition_of(tenant, partitions))
+    projector = Projector(settings)
+    projector.consumer = _Consumer(
+        tp, partitions=None if unknown == "partitions" else set(range(partitions))
+    )
+    projector.conn = projector._connect()
+    projector.healed_to = relayed - 1  # the other tests' tenants are behind it
+    app = panel_application(settings, pool_size=1)
+    try:
+        assert projector.heal(app, redis.Redis.from_url(settings.redis_url)) == []
+        assert projector.healed_to < relayed
+    finally:
+        projector.conn.close()
+        app.close()
+        with psycopg.connect(settings.database_url) as conn:
+            conn.execute("DELETE FROM relay_tenant_positions WHERE tenant_id = %s", (tenant,))
