@@ -385,6 +385,9 @@ class Projector:
             log.warning("looking for lost messages failed: %s", exc)
             if self.conn is None or self.conn.closed or self.conn.broken:
                 self.rewind()
+        except Exception:  # a fault of the look's own is no reason to stop applying messages
+            log.exception("looking for lost messages failed")
+            self.healed_to = 0
 
     def _connect(self) -> psycopg.Connection[Any]:
         """Derived data only: its commits don't wait for the WAL flush (module docstring)."""

@@ -516,3 +516,22 @@ def test_a_tenant_the_look_cannot_judge_is_looked_at_again(
         app.close()
         with psycopg.connect(settings.database_url) as conn:
             conn.execute("DELETE FROM relay_tenant_positions WHERE tenant_id = %s", (tenant,))
+
+
+def test_a_fault_of_the_look_itself_does_not_stop_the_projector(
+    settings: Settings, healing: Projector
+) -> None:
+    """The look for lost messages is a safety net: a bug of its own is logged, and messages
+    go on being applied (before, any error but a transient one ended the projector)."""
+    looked = threading.Event()
+
+    def broken(*args: Any) -> list[tuple[str, str]]:
+        looked.set()
+        msg = "a bug in the look"
+        raise RuntimeError(msg)
+
+    healing.heal = broken  # type: ignore[method-assign]
+    assert looked.wait(10)
+    tenant, customer = uuid.uuid4().hex[:24], uuid.uuid4().hex[:24]
+    register(settings, tenant, customer)
+    eventually(lambda: projected(settings, tenant, customer), timeout_s=30)
