@@ -546,7 +546,10 @@ class Projector:
         later message from the tenant's partition (the relay's producer keeps a partition's
         messages in the order of their notifications, and sends a batch only after the one
         before it was acknowledged), or has consumed the partition to its end since the
-        positions were read. Called from the polling thread, between polls.
+        positions were read. (A batch a failed-over relay sends again, after a later one
+        was applied, may still bring them: applied early from the store, they are only
+        duplicates, which the version gate skips.) Called from the polling thread, between
+        polls.
 
         It looks only at tenants the relay passed on anything of since everything before was
         found applied (`healed_to`; the relay records positions in increasing order, a batch
