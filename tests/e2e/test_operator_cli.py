@@ -5,6 +5,7 @@ for damage a check found), and an ordinary fault is one line on stderr, not a tr
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -54,23 +55,30 @@ def run_lock(run_name: str) -> tuple[int, int]:
     return _LOCK_CLASS, key - 2**31
 
 
+@contextlib.contextmanager
+def forged_row(settings: Settings, tenant: str, customer_id: str) -> Iterator[None]:
+    """A read-model row no event stands behind, while the block runs: damage a check finds."""
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute(
+            "INSERT INTO customers (tenant_id, id, version, state, created_at, updated_at, "
+            "search, doc) VALUES (%s, %s, 1, 'active', now(), now(), '', '{}')",
+            (tenant, customer_id),
+        )
+    try:
+        yield
+    finally:
+        with psycopg.connect(settings.database_url) as conn:
+            conn.execute("DELETE FROM customers WHERE tenant_id = %s", (tenant,))
+
+
 def test_a_check_exits_1_only_for_damage(system: tuple[Settings, str, str]) -> None:
     settings, _, _ = system
     tenant = "cli-damaged"
     register_customer(settings, tenant)
     check = ("replay", "--check", "--quiet", "--projection", "customers", "--tenant", tenant)
     assert cli(settings, *check, check=False).returncode == 0  # behind, not damaged
-    with psycopg.connect(settings.database_url) as conn:
-        conn.execute(
-            "INSERT INTO customers (tenant_id, id, version, state, created_at, updated_at, "
-            "search, doc) VALUES (%s, 'invented', 1, 'active', now(), now(), '', '{}')",
-            (tenant,),
-        )
-    try:
+    with forged_row(settings, tenant, "invented"):
         assert cli(settings, *check, check=False).returncode == DAMAGE
-    finally:
-        with psycopg.connect(settings.database_url) as conn:
-            conn.execute("DELETE FROM customers WHERE tenant_id = %s", (tenant,))
 
 
 def test_a_check_that_cannot_run_exits_3_not_1(system: tuple[Settings, str, str]) -> None:
@@ -346,13 +354,7 @@ def test_read_model_rows_of_a_tenant_without_events_are_still_checked(
     """Rows no event stands behind (forged, or left over) are damage a check must report."""
     settings, _, _ = system
     ghost = "cli-ghost"
-    with psycopg.connect(settings.database_url) as conn:
-        conn.execute(
-            "INSERT INTO customers (tenant_id, id, version, state, created_at, updated_at, "
-            "search, doc) VALUES (%s, 'forged', 1, 'active', now(), now(), '', '{}')",
-            (ghost,),
-        )
-    try:
+    with forged_row(settings, ghost, "forged"):
         done = cli(settings, "replay", "--check", "--quiet", "--tenant", ghost, check=False)
         assert done.returncode == DAMAGE, done.stderr
         assert "has no events" in done.stderr
@@ -361,6 +363,3 @@ def test_read_model_rows_of_a_tenant_without_events_are_still_checked(
             for line in done.stdout.splitlines()
         }
         assert extra == {"customers": 1, "services": 0}
-    finally:
-        with psycopg.connect(settings.database_url) as conn:
-            conn.execute("DELETE FROM customers WHERE tenant_id = %s", (ghost,))
