@@ -28,7 +28,7 @@ from psycopg.rows import tuple_row
 from commands.customer import Customer
 from commands.recorder import PanelRecorder
 from commands.service import Service
-from events.base import split_stream_id
+from events.base import PanelEvent, split_stream_id
 from events.customer import CustomerState
 from events.pii import Subject, Vault
 from events.service import ServiceState
@@ -222,6 +222,13 @@ class PanelApplication(Application[str]):
         super().register_transcodings(transcoder)
         transcoder.register(_StateTranscoding(CustomerState, "customer_state", self.vault))
         transcoder.register(_StateTranscoding(ServiceState, "service_state", self.vault))
+
+    def missing_events(self, originator_id: str, after: int, before: int) -> list[PanelEvent]:
+        """The events of a stream with after < version < before, from the event store: what
+        a read model fills a version gap with (`projections.versioned.MissingEvents`)."""
+        log.info("filling a version gap of %s from the event store", originator_id)
+        found = self.events.get(originator_id, gt=after, lte=before - 1)
+        return [e for e in found if isinstance(e, PanelEvent)]
 
     def open_personal(self, event: Any) -> Any:
         """A copy of the event with its personal data opened (see `PanelMapper`)."""

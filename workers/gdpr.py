@@ -305,13 +305,9 @@ def erase_customer(
     with app.keys():
         last = next(iter(app.events.get(stream, desc=True, limit=1)))
 
-        def missing(originator_id: str, after: int, before: int) -> list[PanelEvent]:
-            found = app.events.get(originator_id, gt=after, lte=before - 1)
-            return [e for e in found if isinstance(e, PanelEvent)]
-
         with conn.transaction(), conn.cursor() as cur:
             assert isinstance(last, PanelEvent)
-            customers.project(cur, [last], missing)
+            customers.project(cur, [last], app.missing_events)
             # dead letters of theirs: an error's text may quote a value, and a message from
             # before crypto-shredding holds it in clear
             redacted = cur.execute(

@@ -502,7 +502,7 @@ class Projector:
             key = (message.tenant_id, stream)
             applied[key] = max(applied.get(key, 0), message.notification_id)
             reached[tp] = max(reached.get(tp, 0), message.notification_id)
-        missing = _missing(app)
+        missing = app.missing_events
         if app.vault is not None:  # one query per tenant for the batch's data keys
             app.vault.prefetch(app.subjects(m.event for _, _, m in messages))
         changed: set[tuple[str, str, str]] = set()
@@ -619,7 +619,7 @@ class Projector:
         message would be). Returns the (tenant, stream)s healed, and the positions passed on
         of those whose events could not even be read (looked at again next time)."""
         assert self.conn is not None
-        missing = _missing(app)
+        missing = app.missing_events
         changed: set[tuple[str, str, str]] = set()
         healed: dict[tuple[str, str], int] = {}
         unread: list[int] = []
@@ -648,7 +648,7 @@ class Projector:
         self._remember(healed)
         keys = [cache.generation_key(t, s) for t, s in healed]
         keys += [cache.generation_key(t, s, i) for s, t, i in changed]
-        cache.invalidate(redis_client, keys, self._generation_ttl_s())
+        cache.invalidate(redis_client, keys, cache.generation_ttl_s(self.settings))
         return sorted(healed), unread
 
     def _apply_stored(
@@ -719,16 +719,13 @@ class Projector:
         assert self.consumer is not None
         keys = [cache.generation_key(t, s) for t, s in applied]
         keys += [cache.generation_key(t, s, i) for s, t, i in changed]
-        cache.invalidate(redis_client, keys, self._generation_ttl_s())
+        cache.invalidate(redis_client, keys, cache.generation_ttl_s(self.settings))
         try:  # a hint only (module docstring): sent with the next fetch, never waited for
             self.consumer.commit_async(
                 {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
             )
         except KafkaError as exc:
             log.debug("kafka offset commit failed (harmless): %s", exc)
-
-    def _generation_ttl_s(self) -> int:
-        return cache.generation_ttl_s(self.settings)
 
     def _one_by_one(
         self,
@@ -805,17 +802,6 @@ class Projector:
             if saved is None:
                 msg = f"{tp.topic}/{tp.partition} was applied past offset {firsts[tp]} elsewhere"
                 raise Fenced(msg)
-
-
-def _missing(app: PanelApplication) -> MissingEvents:
-    """A version gap's events, from the event store."""
-
-    def missing(originator_id: str, after: int, before: int) -> list[PanelEvent]:
-        log.info("filling a version gap of %s from the event store", originator_id)
-        found = app.events.get(originator_id, gt=after, lte=before - 1)
-        return [e for e in found if isinstance(e, PanelEvent)]
-
-    return missing
 
 
 def _lost_on_the_way(

@@ -55,7 +55,6 @@ from events.base import PanelEvent
 from events.customer import CUSTOMER_EVENTS
 from events.service import SERVICE_EVENTS
 from projections import cache, customers, services
-from projections.versioned import MissingEvents
 from workers.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -440,7 +439,7 @@ class Replay:
                 with conn.transaction():
                     with app.keys(), conn.cursor() as cur:
                         changed = self.target.project(
-                            cur, events, self._missing(app), self.staging, fresh=True
+                            cur, events, app.missing_events, self.staging, fresh=True
                         )
                     conn.execute(
                         "UPDATE replay_runs SET bulk_after = %s, updated_at = now() "
@@ -587,7 +586,7 @@ class Replay:
         last, events = self._read(conn, app, self._position(conn))
         if events:
             with app.keys(), conn.cursor() as cur:
-                changed = self.target.project(cur, events, self._missing(app), self.staging)
+                changed = self.target.project(cur, events, app.missing_events, self.staging)
             conn.execute(
                 "UPDATE replay_runs SET position = %s, updated_at = now() WHERE name = %s",
                 (last, self.run_name),
@@ -624,14 +623,6 @@ class Replay:
             while thread.is_alive():  # let a reader blocked on a full queue finish
                 with contextlib.suppress(queue.Empty):
                     ready.get(timeout=0.1)
-
-    @staticmethod
-    def _missing(app: PanelApplication) -> MissingEvents:
-        def missing(originator_id: str, after: int, before: int) -> Sequence[PanelEvent]:
-            found = app.events.get(originator_id, gt=after, lte=before - 1)
-            return [e for e in found if isinstance(e, PanelEvent)]
-
-        return missing
 
     def _catch_up(
         self, conn: psycopg.Connection[Any], app: PanelApplication, report: Report
