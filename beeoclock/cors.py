@@ -7,6 +7,9 @@ preflight carries no token and must be answered before authentication and rate l
 every answer the gate gives (401, 403, 429, 500) must carry the CORS headers too, or the
 browser hides its status from the client (which refreshes its token on 401).
 
+A preflight gets what the gate gives every other request: an `X-Request-Id` on its answer
+and one access-log line (method `OPTIONS`, the route it asks about, status, latency).
+
 Only the exact origins of `BEEOCLOCK_CORS_ORIGINS` are allowed; never `*`, and no credentials
 (the API authenticates with a bearer token, never a cookie). With the setting empty (the
 default) the middleware is not installed at all: no CORS header on any answer, and not one
@@ -15,13 +18,16 @@ call more per request.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
+from beeoclock import logs
 from beeoclock.errors import error_response
+from beeoclock.gate import api_template, request_id_of
 
 #: What the panel calls with.
 ALLOWED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -69,6 +75,32 @@ class Cors(CORSMiddleware):
             expose_headers=EXPOSED_HEADERS,
             max_age=MAX_AGE_S,
         )
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "OPTIONS":
+            await super().__call__(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        asked = headers.get("access-control-request-method")
+        if "origin" not in headers or asked is None:
+            await super().__call__(scope, receive, send)  # not a preflight: the gate's
+            return
+        started = time.perf_counter()
+        request_id = request_id_of(scope)
+        response = self.preflight_response(request_headers=headers)
+        response.headers["X-Request-Id"] = request_id
+        try:
+            await response(scope, receive, send)
+        finally:
+            logs.access(
+                {
+                    "method": "OPTIONS",
+                    "route": api_template(asked.upper(), scope["path"]),
+                    "status": response.status_code,
+                    "latencyMs": round((time.perf_counter() - started) * 1000, 2),
+                    "requestId": request_id,
+                }
+            )
 
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)

@@ -21,6 +21,7 @@ Routes get the authenticated principal from `request.state.principal` (beeoclock
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -74,6 +75,12 @@ class LimiterDown(Exception):
     """Redis is unreachable and this kind of request is not served without a limit."""
 
 
+def request_id_of(scope: dict[str, Any]) -> str:
+    """The request's id: the caller's `X-Request-Id` when it is sane, else a new one."""
+    given = _header(scope, b"x-request-id") or ""
+    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -83,6 +90,19 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 
 def _safe_id(value: object) -> str | None:
     return value if isinstance(value, str) and ENTITY_ID.fullmatch(value) else None
+
+
+@functools.cache
+def _api_routes() -> list[tuple[str, str, re.Pattern[str]]]:
+    return _compile(ROUTES)
+
+
+def api_template(method: str, path: str) -> str | None:
+    """The template of the API route `method` `path` is for, None if there is none."""
+    for route_method, template, regex in _api_routes():
+        if route_method == method and regex.match(path):
+            return template
+    return None
 
 
 def _compile(templates: Iterable[tuple[str, str]]) -> list[tuple[str, str, re.Pattern[str]]]:
@@ -97,7 +117,7 @@ class RequestGate:
         self.routes = routes
         self.settings = settings
         self.tokens = TokenVerifier(settings)
-        self.api_routes = _compile(ROUTES)
+        self.api_routes = _api_routes()
 
     def _api_route(self, method: str, path: str) -> tuple[str, dict[str, Any]]:
         """The API route a request is for, found in the permission table; NoRoute if none,
@@ -124,8 +144,7 @@ class RequestGate:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        given = _header(scope, b"x-request-id") or ""
-        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id = request_id_of(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         entry: dict[str, Any] = {"method": scope["method"], "route": None, "status": 500}
         extra_headers: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]

@@ -4,6 +4,10 @@ with no origins configured there is no CORS at all."""
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -103,6 +107,35 @@ def test_a_preflight_from_another_origin_or_for_other_headers_is_refused_in_the_
         }
         if refused == "origin":
             assert "access-control-allow-origin" not in answer.headers
+
+
+def test_a_preflight_has_a_request_id_and_an_access_log_line_like_any_request(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Answered before the gate, it used to get neither: an operator could not see the
+    browser's preflights, nor match a refused one to a client's report."""
+    logging.getLogger("beeoclock.access").setLevel(logging.INFO)
+    http = client()
+    capsys.readouterr()
+    asked = {"Origin": PANEL, "Access-Control-Request-Method": "PUT"}
+    allowed = http.options("/api/v1/customer/c-1", headers={**asked, "X-Request-Id": "pre-1"})
+    refused = http.options("/api/v1/customer", headers={**asked, "Origin": "https://evil.example"})
+    insane = http.options("/api/v1/customer", headers={**asked, "X-Request-Id": "a b"})
+    assert (allowed.status_code, refused.status_code, insane.status_code) == (200, 400, 200)
+    assert allowed.headers["x-request-id"] == "pre-1"
+    assert re.fullmatch(r"[0-9a-f]{32}", refused.headers["x-request-id"])
+    assert re.fullmatch(r"[0-9a-f]{32}", insane.headers["x-request-id"])
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    entries = {e["requestId"]: e for e in lines if e.get("logger") == "beeoclock.access"}
+    assert set(entries) == {r.headers["x-request-id"] for r in (allowed, refused, insane)}
+    first, second = entries["pre-1"], entries[refused.headers["x-request-id"]]
+    assert (first["method"], first["route"], first["status"]) == (
+        "OPTIONS",
+        "/api/v1/customer/{customer_id}",
+        200,
+    )
+    assert (second["route"], second["status"]) == (None, 400)  # no PUT on that path
+    assert isinstance(first["latencyMs"], float)
 
 
 def test_the_gates_refusals_carry_the_cors_headers_the_browser_needs_to_show_them() -> None:
