@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import time
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
@@ -72,6 +73,82 @@ def producer(settings: Settings) -> KafkaProducer:
     )
 
 
+#: how long the broker may hold a fetch that has no records yet (kafka-python's
+#: `fetch_max_wait_ms`): short, because tansu holds every fetch that long (see FetchWait)
+FETCH_WAIT_MS = 10
+
+
+class FetchWait:
+    """The consumer's `fetch_max_wait_ms`, grown while the broker can't answer in time.
+
+    A Kafka broker answers a fetch as soon as it has records, so this wait costs nothing while
+    they flow. tansu, the development broker, holds every fetch until the wait is over (hence
+    10 ms), and answers it *empty* when finding the fetch's offset takes longer than that,
+    which grows with the batches the partition holds: with 30,000 batches stored, a consumer
+    at 10 ms got nothing however long it polled, while the broker's answers said the
+    partition held records past its position; at 20 ms it got them (/tmp experiment on
+    `bench.broker_probe`'s broker; see bench/README.md). A projector that polled on at 10 ms
+    never applied that partition again, and its failing fetches kept the broker busy.
+
+    So a poll that brought nothing while a partition holds records past the consumer's
+    position (the broker's high watermark, which every answer carries) doubles the wait, up
+    to `longest_ms`; a wait that has gone `probe_after_s` without such a stall is halved
+    (not below the consumer's configured one), so that it follows the broker back down. Two private
+    attributes of kafka-python (pinned in pyproject.toml) are read and set: the fetcher's
+    config, which it reads for every fetch request, and the subscription's positions (the
+    public `position()` may ask the broker).
+    """
+
+    def __init__(
+        self,
+        consumer: KafkaConsumer,
+        *,
+        longest_ms: int = 640,
+        probe_after_s: float = 30.0,
+    ) -> None:
+        self.consumer = consumer
+        shortest_ms = int(consumer.config["fetch_max_wait_ms"])  # as configured
+        self.shortest_ms = shortest_ms
+        self.longest_ms = longest_ms
+        self.probe_after_s = probe_after_s
+        self.ms = shortest_ms
+        self.since = time.monotonic()
+        self._set(shortest_ms)
+
+    def behind(self) -> list[TopicPartition]:
+        """The assigned partitions whose last known high watermark is past the position."""
+        assignment = self.consumer._subscription.assignment
+        late = []
+        for tp, state in list(assignment.items()):
+            position, highwater = state.position, state.highwater
+            if position is not None and highwater is not None and highwater > position.offset:
+                late.append(tp)
+        return late
+
+    def after_poll(self, got_records: bool) -> bool:
+        """Adapt after a poll; True when it brought nothing though records wait (a stall)."""
+        stalled = not got_records and bool(self.behind())
+        now = time.monotonic()
+        if stalled:
+            if self.ms < self.longest_ms:
+                self._set(min(self.ms * 2, self.longest_ms))
+                log.info("the broker answered no records in time: fetch wait %d ms", self.ms)
+            self.since = now
+        elif self.ms > self.shortest_ms and now - self.since >= self.probe_after_s:
+            self._set(max(self.ms // 2, self.shortest_ms))
+            self.since = now
+        return stalled
+
+    def poll_timeout_ms(self, idle_ms: int) -> int:
+        """How long a poll may wait for records: while a stall is being waited out, a few
+        fetches at the current wait, not a whole idle poll."""
+        return min(idle_ms, max(3 * self.ms, 30)) if self.ms > self.shortest_ms else idle_ms
+
+    def _set(self, ms: int) -> None:
+        self.ms = ms
+        self.consumer._fetcher.config["fetch_max_wait_ms"] = ms
+
+
 def consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
     # Auto-commit off: the database holds the offsets that count. fetch_max_wait_ms is short
     # because tansu answers a waiting fetch only when it expires; max_poll_interval_ms is
@@ -83,7 +160,7 @@ def consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
         "client_id": "beeoclock-projector",
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
-        "fetch_max_wait_ms": 10,
+        "fetch_max_wait_ms": FETCH_WAIT_MS,
         "max_poll_interval_ms": settings.projector_rebalance_timeout_ms,
         "session_timeout_ms": 6000,
         "heartbeat_interval_ms": 1000,

@@ -32,6 +32,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from beeoclock.embedded import free_port, spawn_kafka_broker, wait_for_port
+from beeoclock.kafka import FETCH_WAIT_MS, FetchWait
 from bench.stats import summarize
 
 TOPIC = "probe"
@@ -52,24 +53,35 @@ def flowing(
     rate: int,
     seconds: float,
     partition: int | None = None,
+    fixed_wait: bool = False,
 ) -> dict[str, Any]:
     """Broker cores used while `rate` records/s flow from the producer to a consumer that
-    fetches as the projector does (`fetch_max_wait_ms` 10), and the records' latency from
-    send to consumer; to `partition`, or spread over all of them by key."""
+    fetches as the projector does (`fetch_max_wait_ms` 10, lengthened while the broker's
+    answers come back empty though records wait: `kafka.FetchWait`; kept at 10 with
+    `fixed_wait`), and the records' latency from send to consumer; to `partition`, or
+    spread over all of them by key."""
     consumer = KafkaConsumer(
-        bootstrap_servers=servers, enable_auto_commit=False, fetch_max_wait_ms=10
+        bootstrap_servers=servers, enable_auto_commit=False, fetch_max_wait_ms=FETCH_WAIT_MS
     )
     partitions = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
     consumer.assign(partitions)
-    consumer.seek_to_end()
+    for tp, end in consumer.end_offsets(partitions).items():
+        consumer.seek(tp, end)
     consumer.poll(timeout_ms=300)
     stop, latencies = threading.Event(), []
 
+    wait = None if fixed_wait else FetchWait(consumer)
+
     def consume() -> None:
         while not stop.is_set():
-            for records in consumer.poll(timeout_ms=100).values():
+            polled = consumer.poll(timeout_ms=wait.poll_timeout_ms(100) if wait else 100)
+            if wait:
+                wait.after_poll(bool(polled))
+            for records in polled.values():
                 now = time.time()
-                latencies.extend(now - float(r.value[:STAMP].decode()) for r in records)
+                latencies.extend(
+                    now - float(r.value[:STAMP].decode()) for r in records if r.value != VALUE
+                )
 
     thread = threading.Thread(target=consume, daemon=True)
     thread.start()
@@ -92,6 +104,7 @@ def flowing(
         "broker_cores": round(used / seconds, 3),
         "latency_p50_ms": ms["p50_ms"],
         "latency_p99_ms": ms["p99_ms"],
+        "fetch_wait_ms": wait.ms if wait else FETCH_WAIT_MS,
     }
 
 
@@ -140,6 +153,11 @@ def main() -> None:
     parser.add_argument("--step-batches", type=int, default=15_000)
     parser.add_argument("--batch-records", type=int, default=2)
     parser.add_argument("--one-partition", action="store_true")
+    parser.add_argument(
+        "--fixed-wait",
+        action="store_true",
+        help="the consumer keeps fetch_max_wait_ms at 10 (the projector before FetchWait)",
+    )
     args = parser.parse_args()
     with own_broker([TOPIC]) as (servers, broker):
         producer = KafkaProducer(
@@ -158,7 +176,9 @@ def main() -> None:
                 fill(producer, args.step_batches, args.batch_records, targets[0])
                 stored += args.step_batches
             for target in targets:
-                found = flowing(servers, broker, producer, args.rate, args.seconds, target)
+                found = flowing(
+                    servers, broker, producer, args.rate, args.seconds, target, args.fixed_wait
+                )
                 found["stored_batches"] = stored
                 found["stored_records"] = stored * args.batch_records
                 steps.append(found)
@@ -173,7 +193,8 @@ def main() -> None:
                     f"{stored:>7,} batches of {args.batch_records} stored{where}: "
                     f"{args.rate}/s flowing{to} costs the broker "
                     f"{found['broker_cores']:.2f} cores; {found['consumed']:,} of "
-                    f"{found['sent']:,} consumed, {latency}",
+                    f"{found['sent']:,} consumed, {latency}; fetch wait "
+                    f"{found['fetch_wait_ms']} ms at the end",
                     flush=True,
                 )
         producer.close()
@@ -182,6 +203,7 @@ def main() -> None:
             "seconds": args.seconds,
             "batch_records": args.batch_records,
             "one_partition": args.one_partition,
+            "fixed_wait": args.fixed_wait,
         }
         print(json.dumps(summary | {"steps": steps}))
 

@@ -28,6 +28,12 @@ looks in Kafka at least every `doze_s` all the same, polls through a rebalance, 
 the channel (a lost connection) it polls as if awake until it is back. It listens only while
 dozing: every listener is signalled at every commit, which under load would cost the write
 path for nothing.
+
+A fetch that the broker answers empty although the partition holds records past the
+consumer's position makes the next fetches wait longer (`kafka.FetchWait`): tansu gives up
+on a fetch whose offset it can't find within `fetch_max_wait_ms`, which happens once a
+partition holds tens of thousands of batches, and a projector polling on at 10 ms never
+applied that partition again.
 """
 
 from __future__ import annotations
@@ -282,6 +288,7 @@ class Projector:
         )
         self.conn = self._connect()
         self.consumer = kafka.consumer(self.settings)
+        fetch_wait = kafka.FetchWait(self.consumer)
         self.consumer.subscribe(list(self.stream_of_topic), listener=_SeekToStoredOffsets(self))
         doorbell = self._doorbell(app)
         quiet_since = time.monotonic()
@@ -293,14 +300,12 @@ class Projector:
                 if self.in_group and time.monotonic() >= heal_at:
                     heal_at = time.monotonic() + self.heal_every_s
                     self._try_to_heal(app, redis_client)
-                try:
-                    # dozing, a look in Kafka is short: one or two fetches
-                    polled = self.consumer.poll(timeout_ms=20 if looked else 200)
-                except KafkaError as exc:
-                    log.warning("kafka poll failed, polling again: %s", exc)
-                    self.stopping.wait(1.0)
+                # dozing, a look in Kafka is short: one or two fetches
+                records = self._poll(20 if looked else fetch_wait.poll_timeout_ms(200))
+                if records is None:
                     continue
-                records = [r for batch in polled.values() for r in batch]
+                if fetch_wait.after_poll(bool(records)):
+                    continue  # records wait in the broker: poll again, longer (no dozing)
                 if not records:
                     if doorbell.armed and self.rebalances != armed_at:  # poll it through
                         doorbell.disarm()
@@ -327,6 +332,17 @@ class Projector:
             self.conn.close()
             redis_client.close()
             app.close()
+
+    def _poll(self, timeout_ms: int) -> list[ConsumerRecord] | None:
+        """The records of one poll; None when it failed (after a pause)."""
+        assert self.consumer is not None
+        try:
+            polled = self.consumer.poll(timeout_ms=timeout_ms)
+        except KafkaError as exc:
+            log.warning("kafka poll failed, polling again: %s", exc)
+            self.stopping.wait(1.0)
+            return None
+        return [r for batch in polled.values() for r in batch]
 
     def _doorbell(self, app: PanelApplication) -> Doorbell:
         recorder: Any = app.recorder

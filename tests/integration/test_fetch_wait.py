@@ -1,0 +1,95 @@
+"""The development broker (tansu) answers a fetch *empty* when it can't find the fetch's
+offset within `fetch_max_wait_ms`, which takes longer the more batches the partition holds.
+A consumer that keeps its wait then never gets that partition's new records, however long it
+polls (the projector did: a bench run's tenant had 14,999 of 15,000 writes unapplied). The
+projector's `kafka.FetchWait` lengthens the wait while the broker's answers say records wait
+past the consumer's position, and shortens it again once that has not happened for a while.
+Real broker, real client; the partition is filled until a consumer at the shortest wait
+stalls on this machine, so the control proves the condition the fix is tested in."""
+
+from __future__ import annotations
+
+import uuid
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from beeoclock.kafka import FetchWait
+
+STEP = 3_000  # batches stored per step until the shortest wait stalls
+NEW = 10  # records produced after the filling, to be consumed
+SHORTEST_MS = 1
+
+
+def _consumer(servers: str, tp: TopicPartition, offset: int) -> KafkaConsumer:
+    consumer = KafkaConsumer(
+        bootstrap_servers=servers, enable_auto_commit=False, fetch_max_wait_ms=SHORTEST_MS
+    )
+    consumer.assign([tp])
+    consumer.seek(tp, offset)
+    return consumer
+
+
+def _got(consumer: KafkaConsumer, timeout_ms: int) -> int:
+    return sum(len(batch) for batch in consumer.poll(timeout_ms=timeout_ms).values())
+
+
+def test_a_consumer_gets_the_records_of_a_partition_the_broker_cannot_answer_in_time(
+    servers: dict[str, str],
+) -> None:
+    kafka = servers["kafka"]
+    topic = f"fetch-wait-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka)
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    admin.close()
+    tp = TopicPartition(topic, 0)
+    producer = KafkaProducer(bootstrap_servers=kafka, linger_ms=0)
+    stored = 0
+    try:
+        while True:  # fill until a consumer at the shortest wait gets nothing new
+            assert stored < 40 * STEP, "the broker answered every fetch in time"
+            for _ in range(STEP):  # a batch of two records per flush, as a relay at low rates
+                producer.send(topic, b"x" * 200, partition=0)
+                producer.send(topic, b"x" * 200, partition=0)
+                producer.flush()
+            stored += 2 * STEP
+            for _ in range(NEW):
+                producer.send(topic, b"new", partition=0)
+            producer.flush()
+            control = _consumer(kafka, tp, stored)
+            try:
+                stalled = all(_got(control, 200) == 0 for _ in range(3))
+                known_end = control.highwater(tp)
+            finally:
+                control.close()
+            stored += NEW
+            if stalled:
+                break
+        assert known_end == stored  # its answers said records were waiting
+
+        consumer = _consumer(kafka, tp, stored - NEW)
+        try:
+            wait = FetchWait(consumer, probe_after_s=3600)
+            assert wait.ms == SHORTEST_MS
+            got, stalls = 0, 0
+            for _ in range(12):
+                n = _got(consumer, wait.poll_timeout_ms(200))
+                stalls += wait.after_poll(n > 0)
+                got += n
+                if got == NEW:
+                    break
+            assert got == NEW
+            assert stalls >= 1
+            assert wait.ms > SHORTEST_MS
+            assert consumer._fetcher.config["fetch_max_wait_ms"] == wait.ms
+            assert not wait.behind()
+
+            # caught up, no stall for `probe_after_s`: it tries a shorter wait again
+            grown = wait.ms
+            wait.probe_after_s = 0.0
+            assert not wait.after_poll(_got(consumer, 50) > 0)
+            assert wait.ms == max(grown // 2, SHORTEST_MS)
+        finally:
+            consumer.close()
+    finally:
+        producer.close()
