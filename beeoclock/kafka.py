@@ -83,28 +83,35 @@ class FetchWait:
 
     A Kafka broker answers a fetch as soon as it has records, so this wait costs nothing while
     they flow. tansu, the development broker, holds every fetch until the wait is over (hence
-    10 ms), and answers it *empty* when finding the fetch's offset takes longer than that,
-    which grows with the batches the partition holds: with 30,000 batches stored, a consumer
-    at 10 ms got nothing however long it polled, while the broker's answers said the
-    partition held records past its position; at 20 ms it got them (/tmp experiment on
-    `bench.broker_probe`'s broker; see bench/README.md). A projector that polled on at 10 ms
-    never applied that partition again, and its failing fetches kept the broker busy.
+    10 ms), and answers a partition *empty* when finding the fetch's offset in it takes longer
+    than that, which grows with the batches the partition holds: with 30,000 batches stored,
+    a consumer at 10 ms got nothing however long it polled, while the broker's answers said
+    the partition held records past its position; at 20 ms it got them (see bench/README.md).
+    A projector that polled on at 10 ms never applied that partition again, and its failing
+    fetches kept the broker busy.
 
-    So a poll that brought nothing while a partition holds records past the consumer's
-    position (the broker's high watermark, which every answer carries) doubles the wait, up
-    to `longest_ms`; a wait that has gone `probe_after_s` without such a stall is halved
-    (not below the consumer's configured one), so that it follows the broker back down. Two private
-    attributes of kafka-python (pinned in pyproject.toml) are read and set: the fetcher's
-    config, which it reads for every fetch request, and the subscription's positions (the
-    public `position()` may ask the broker).
+    So the consumer polls through `poll`: a partition that held records past its position
+    before a poll (by the broker's high watermark, which every answer carries) and that the
+    poll did not move at all, while other partitions' records may have come, is a stall, and
+    doubles the wait, up to `longest_ms`. A poll lasts at least two fetches at the current
+    wait, so an answer still on its way is not taken for a stall, and a poll that returned as
+    many records as it may (others may wait in the client) judges no partition. A wait that
+    has gone `probe_after_s` without a stall is halved (not below the consumer's configured
+    one), so that it follows the broker back down. Private state of kafka-python (pinned in
+    pyproject.toml) is read and set: the fetcher's config, which it reads for every fetch
+    request, and the subscription's positions and high watermarks (the public `position()`
+    may ask the broker).
     """
+
+    #: a stall at the longest wait is logged as a warning at most this often
+    WARN_EVERY_S = 60.0
 
     def __init__(
         self,
         consumer: KafkaConsumer,
         *,
         longest_ms: int = 640,
-        probe_after_s: float = 30.0,
+        probe_after_s: float = 10.0,
     ) -> None:
         self.consumer = consumer
         shortest_ms = int(consumer.config["fetch_max_wait_ms"])  # as configured
@@ -113,36 +120,53 @@ class FetchWait:
         self.probe_after_s = probe_after_s
         self.ms = shortest_ms
         self.since = time.monotonic()
+        self.warned_at = -self.WARN_EVERY_S
         self._set(shortest_ms)
 
-    def behind(self) -> list[TopicPartition]:
-        """The assigned partitions whose last known high watermark is past the position."""
-        assignment = self.consumer._subscription.assignment
-        late = []
-        for tp, state in list(assignment.items()):
+    def behind(self) -> dict[TopicPartition, int]:
+        """The fetchable assigned partitions whose last known high watermark is past the
+        position: their positions."""
+        late = {}
+        for tp, state in list(self.consumer._subscription.assignment.items()):
             position, highwater = state.position, state.highwater
-            if position is not None and highwater is not None and highwater > position.offset:
-                late.append(tp)
+            if (
+                position is not None
+                and highwater is not None
+                and highwater > position.offset
+                and state.is_fetchable()
+            ):
+                late[tp] = position.offset
         return late
 
-    def after_poll(self, got_records: bool) -> bool:
-        """Adapt after a poll; True when it brought nothing though records wait (a stall)."""
-        stalled = not got_records and bool(self.behind())
+    def poll(self, timeout_ms: int) -> tuple[dict[TopicPartition, list[Any]], bool]:
+        """One poll of the consumer, the wait adapted after it: (its records by partition,
+        whether a partition stalled)."""
+        waiting = self.behind()
+        if self.ms > self.shortest_ms:
+            timeout_ms = max(timeout_ms, 2 * self.ms + 20)
+        polled = self.consumer.poll(timeout_ms=timeout_ms)
+        judged = sum(len(r) for r in polled.values()) < self.consumer.config["max_poll_records"]
+        stalled = judged and any(self.behind().get(tp) == at for tp, at in waiting.items())
+        self._adapt(stalled)
+        return polled, stalled
+
+    def _adapt(self, stalled: bool) -> None:
         now = time.monotonic()
         if stalled:
             if self.ms < self.longest_ms:
                 self._set(min(self.ms * 2, self.longest_ms))
-                log.info("the broker answered no records in time: fetch wait %d ms", self.ms)
+                log.info("the broker answered a partition late: fetch wait %d ms", self.ms)
+            elif now - self.warned_at >= self.WARN_EVERY_S:
+                self.warned_at = now
+                log.warning(
+                    "the broker answers no records within the longest fetch wait (%d ms); "
+                    "a partition is not being consumed",
+                    self.ms,
+                )
             self.since = now
         elif self.ms > self.shortest_ms and now - self.since >= self.probe_after_s:
             self._set(max(self.ms // 2, self.shortest_ms))
             self.since = now
-        return stalled
-
-    def poll_timeout_ms(self, idle_ms: int) -> int:
-        """How long a poll may wait for records: while a stall is being waited out, a few
-        fetches at the current wait, not a whole idle poll."""
-        return min(idle_ms, max(3 * self.ms, 30)) if self.ms > self.shortest_ms else idle_ms
 
     def _set(self, ms: int) -> None:
         self.ms = ms

@@ -56,8 +56,8 @@ def flowing(
     fixed_wait: bool = False,
 ) -> dict[str, Any]:
     """Broker cores used while `rate` records/s flow from the producer to a consumer that
-    fetches as the projector does (`fetch_max_wait_ms` 10, lengthened while the broker's
-    answers come back empty though records wait: `kafka.FetchWait`; kept at 10 with
+    fetches as the projector does (`fetch_max_wait_ms` 10, lengthened while the broker
+    answers a partition empty though records wait in it: `kafka.FetchWait`; kept at 10 with
     `fixed_wait`), and the records' latency from send to consumer; to `partition`, or
     spread over all of them by key."""
     consumer = KafkaConsumer(
@@ -74,9 +74,7 @@ def flowing(
 
     def consume() -> None:
         while not stop.is_set():
-            polled = consumer.poll(timeout_ms=wait.poll_timeout_ms(100) if wait else 100)
-            if wait:
-                wait.after_poll(bool(polled))
+            polled = wait.poll(100)[0] if wait else consumer.poll(timeout_ms=100)
             for records in polled.values():
                 now = time.time()
                 latencies.extend(

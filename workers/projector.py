@@ -29,8 +29,8 @@ the channel (a lost connection) it polls as if awake until it is back. It listen
 dozing: every listener is signalled at every commit, which under load would cost the write
 path for nothing.
 
-A fetch that the broker answers empty although the partition holds records past the
-consumer's position makes the next fetches wait longer (`kafka.FetchWait`): tansu gives up
+A partition that the broker answers empty although it holds records past the consumer's
+position makes the next fetches wait longer (`kafka.FetchWait`): tansu gives up
 on a fetch whose offset it can't find within `fetch_max_wait_ms`, which happens once a
 partition holds tens of thousands of batches, and a projector polling on at 10 ms never
 applied that partition again.
@@ -301,11 +301,14 @@ class Projector:
                     heal_at = time.monotonic() + self.heal_every_s
                     self._try_to_heal(app, redis_client)
                 # dozing, a look in Kafka is short: one or two fetches
-                records = self._poll(20 if looked else fetch_wait.poll_timeout_ms(200))
-                if records is None:
+                polled = self._poll(fetch_wait, 20 if looked else 200)
+                if polled is None:
                     continue
-                if fetch_wait.after_poll(bool(records)):
-                    continue  # records wait in the broker: poll again, longer (no dozing)
+                records, stalled = polled
+                if stalled and not records:  # records wait in the broker: poll on, no dozing
+                    doorbell.disarm()
+                    looked = False
+                    continue
                 if not records:
                     if doorbell.armed and self.rebalances != armed_at:  # poll it through
                         doorbell.disarm()
@@ -333,16 +336,18 @@ class Projector:
             redis_client.close()
             app.close()
 
-    def _poll(self, timeout_ms: int) -> list[ConsumerRecord] | None:
-        """The records of one poll; None when it failed (after a pause)."""
-        assert self.consumer is not None
+    def _poll(
+        self, fetch_wait: kafka.FetchWait, timeout_ms: int
+    ) -> tuple[list[ConsumerRecord], bool] | None:
+        """(the records of one poll, whether a partition stalled: `kafka.FetchWait`); None
+        when it failed (after a pause)."""
         try:
-            polled = self.consumer.poll(timeout_ms=timeout_ms)
+            polled, stalled = fetch_wait.poll(timeout_ms)
         except KafkaError as exc:
             log.warning("kafka poll failed, polling again: %s", exc)
             self.stopping.wait(1.0)
             return None
-        return [r for batch in polled.values() for r in batch]
+        return [r for batch in polled.values() for r in batch], stalled
 
     def _doorbell(self, app: PanelApplication) -> Doorbell:
         recorder: Any = app.recorder

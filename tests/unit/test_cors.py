@@ -114,20 +114,31 @@ def test_a_preflight_has_a_request_id_and_an_access_log_line_like_any_request(
 ) -> None:
     """Answered before the gate, it used to get neither: an operator could not see the
     browser's preflights, nor match a refused one to a client's report."""
-    logging.getLogger("beeoclock.access").setLevel(logging.INFO)
-    http = client()
-    capsys.readouterr()
-    asked = {"Origin": PANEL, "Access-Control-Request-Method": "PUT"}
-    allowed = http.options("/api/v1/customer/c-1", headers={**asked, "X-Request-Id": "pre-1"})
-    refused = http.options("/api/v1/customer", headers={**asked, "Origin": "https://evil.example"})
-    insane = http.options("/api/v1/customer", headers={**asked, "X-Request-Id": "a b"})
+    access = logging.getLogger("beeoclock.access")
+    level = access.level
+    access.setLevel(logging.INFO)
+    try:
+        http = client()
+        capsys.readouterr()
+        asked = {"Origin": PANEL, "Access-Control-Request-Method": "PUT"}
+        allowed = http.options("/api/v1/customer/c-1", headers={**asked, "X-Request-Id": "pre-1"})
+        refused = http.options(
+            "/api/v1/customer", headers={**asked, "Origin": "https://evil.example"}
+        )
+        insane = http.options("/api/v1/customer", headers={**asked, "X-Request-Id": "a b"})
+        head = http.options(
+            "/api/v1/customer/c-1",
+            headers={**asked, "Access-Control-Request-Method": "HEAD", "X-Request-Id": "pre-2"},
+        )
+    finally:
+        access.setLevel(level)
     assert (allowed.status_code, refused.status_code, insane.status_code) == (200, 400, 200)
     assert allowed.headers["x-request-id"] == "pre-1"
     assert re.fullmatch(r"[0-9a-f]{32}", refused.headers["x-request-id"])
     assert re.fullmatch(r"[0-9a-f]{32}", insane.headers["x-request-id"])
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     entries = {e["requestId"]: e for e in lines if e.get("logger") == "beeoclock.access"}
-    assert set(entries) == {r.headers["x-request-id"] for r in (allowed, refused, insane)}
+    assert set(entries) == {r.headers["x-request-id"] for r in (allowed, refused, insane, head)}
     first, second = entries["pre-1"], entries[refused.headers["x-request-id"]]
     assert (first["method"], first["route"], first["status"]) == (
         "OPTIONS",
@@ -135,6 +146,8 @@ def test_a_preflight_has_a_request_id_and_an_access_log_line_like_any_request(
         200,
     )
     assert (second["route"], second["status"]) == (None, 400)  # no PUT on that path
+    assert head.status_code == 200
+    assert entries["pre-2"]["route"] == "/api/v1/customer/{customer_id}"  # GET's, as the gate
     assert isinstance(first["latencyMs"], float)
 
 
