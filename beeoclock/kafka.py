@@ -114,14 +114,12 @@ class FetchWait:
         probe_after_s: float = 10.0,
     ) -> None:
         self.consumer = consumer
-        shortest_ms = int(consumer.config["fetch_max_wait_ms"])  # as configured
-        self.shortest_ms = shortest_ms
+        self.shortest_ms = int(consumer.config["fetch_max_wait_ms"])  # as configured
+        self.ms = self.shortest_ms  # what the fetcher uses now
         self.longest_ms = longest_ms
         self.probe_after_s = probe_after_s
-        self.ms = shortest_ms
         self.since = time.monotonic()
         self.warned_at = -self.WARN_EVERY_S
-        self._set(shortest_ms)
 
     def behind(self) -> dict[TopicPartition, int]:
         """The fetchable assigned partitions whose last known high watermark is past the
