@@ -8,7 +8,8 @@ every answer the gate gives (401, 403, 429, 500) must carry the CORS headers too
 browser hides its status from the client (which refreshes its token on 401).
 
 A preflight gets what the gate gives every other request: an `X-Request-Id` on its answer
-and one access-log line (method `OPTIONS`, the route it asks about, status, latency).
+and one access-log line (method `OPTIONS`, the route and entity id it asks about, status,
+latency).
 
 Only the exact origins of `BEEOCLOCK_CORS_ORIGINS` are allowed; never `*`, and no credentials
 (the API authenticates with a bearer token, never a cookie). With the setting empty (the
@@ -27,7 +28,7 @@ from starlette.responses import Response
 
 from beeoclock import logs
 from beeoclock.errors import error_response
-from beeoclock.gate import api_template, request_id_of
+from beeoclock.gate import NoRoute, entity_id_of, find_api_route, request_id_of
 
 #: What the panel calls with.
 ALLOWED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -92,15 +93,16 @@ class Cors(CORSMiddleware):
         try:
             await response(scope, receive, send)
         finally:
-            logs.access(
-                {
-                    "method": "OPTIONS",
-                    "route": api_template(_route_method(asked), scope["path"]),
-                    "status": response.status_code,
-                    "latencyMs": round((time.perf_counter() - started) * 1000, 2),
-                    "requestId": request_id,
-                }
-            )
+            entry: dict[str, Any] = {"method": "OPTIONS", "route": None, "entityId": None}
+            try:
+                entry["route"], params = find_api_route(_route_method(asked), scope["path"])
+                entry["entityId"] = entity_id_of(params)
+            except NoRoute:
+                pass  # a preflight for no route is answered all the same; the call will 404
+            entry["status"] = response.status_code
+            entry["latencyMs"] = round((time.perf_counter() - started) * 1000, 2)
+            entry["requestId"] = request_id
+            logs.access(entry)
 
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)

@@ -97,12 +97,23 @@ def _api_routes() -> list[tuple[str, str, re.Pattern[str]]]:
     return _compile(ROUTES)
 
 
-def api_template(method: str, path: str) -> str | None:
-    """The template of the API route `method` `path` is for, None if there is none."""
+def find_api_route(method: str, path: str) -> tuple[str, dict[str, Any]]:
+    """The API route `method` `path` is for, found in the permission table: its template and
+    path parameters. NoRoute if none (with the methods the path has), so a route missing from
+    the table can never be reached."""
+    allowed: set[str] = set()
     for route_method, template, regex in _api_routes():
-        if route_method == method and regex.match(path):
-            return template
-    return None
+        match = regex.match(path)
+        if match:
+            if route_method == method:
+                return template, match.groupdict()
+            allowed.add(route_method)
+    raise NoRoute(allowed)
+
+
+def entity_id_of(params: dict[str, Any]) -> str | None:
+    """The id of the entity a request's path names (logged as `entityId`), if it is sane."""
+    return next((_safe_id(params[p]) for p in _ENTITY_PARAMS if p in params), None)
 
 
 def _compile(templates: Iterable[tuple[str, str]]) -> list[tuple[str, str, re.Pattern[str]]]:
@@ -117,19 +128,6 @@ class RequestGate:
         self.routes = routes
         self.settings = settings
         self.tokens = TokenVerifier(settings)
-        self.api_routes = _api_routes()
-
-    def _api_route(self, method: str, path: str) -> tuple[str, dict[str, Any]]:
-        """The API route a request is for, found in the permission table; NoRoute if none,
-        so a route missing from the table can never be reached."""
-        allowed: set[str] = set()
-        for route_method, template, regex in self.api_routes:
-            match = regex.match(path)
-            if match:
-                if route_method == method:
-                    return template, match.groupdict()
-                allowed.add(route_method)
-        raise NoRoute(allowed)
 
     def _other_route(self, scope: dict[str, Any]) -> str | None:
         """The template of a route outside the API (health, docs), for the access log."""
@@ -162,11 +160,9 @@ class RequestGate:
             path: str = scope["path"]
             if path.startswith(API_PREFIX):
                 method = "GET" if scope["method"] == "HEAD" else scope["method"]
-                template, params = self._api_route(method, path)
+                template, params = find_api_route(method, path)
                 entry["route"] = template
-                entry["entityId"] = next(
-                    (_safe_id(params[p]) for p in _ENTITY_PARAMS if p in params), None
-                )
+                entry["entityId"] = entity_id_of(params)
                 principal, decision, policy = await self._admit(scope, method, template, entry)
                 scope.setdefault("state", {})["principal"] = principal
                 if decision is not None:

@@ -140,12 +140,14 @@ def test_a_preflight_has_a_request_id_and_an_access_log_line_like_any_request(
     entries = {e["requestId"]: e for e in lines if e.get("logger") == "beeoclock.access"}
     assert set(entries) == {r.headers["x-request-id"] for r in (allowed, refused, insane, head)}
     first, second = entries["pre-1"], entries[refused.headers["x-request-id"]]
-    assert (first["method"], first["route"], first["status"]) == (
+    assert (first["method"], first["route"], first["entityId"], first["status"]) == (
         "OPTIONS",
         "/api/v1/customer/{customer_id}",
+        "c-1",
         200,
     )
-    assert (second["route"], second["status"]) == (None, 400)  # no PUT on that path
+    # no PUT on that path
+    assert (second["route"], second["entityId"], second["status"]) == (None, None, 400)
     assert head.status_code == 200
     assert entries["pre-2"]["route"] == "/api/v1/customer/{customer_id}"  # GET's, as the gate
     assert isinstance(first["latencyMs"], float)

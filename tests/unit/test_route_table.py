@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from beeoclock.app import _routers
-from beeoclock.gate import NoRoute, RequestGate
+from beeoclock.gate import NoRoute, entity_id_of, find_api_route
 from beeoclock.permissions import ALL_PERMISSIONS, LIMIT_CLASSES, ROUTES
 from beeoclock.settings import Settings
 
@@ -50,23 +50,26 @@ def test_the_default_limits_are_the_documented_ones() -> None:
     }
 
 
-@pytest.fixture
-def gate() -> RequestGate:
-    return RequestGate(None, routes=[], settings=Settings(jwt_secret="k" * 40))
-
-
-def test_a_literal_path_wins_over_a_parameter(gate: RequestGate) -> None:
-    assert gate._api_route("GET", "/api/v1/customer/paged") == ("/api/v1/customer/paged", {})
-    assert gate._api_route("GET", "/api/v1/customer/abc") == (
+def test_a_literal_path_wins_over_a_parameter() -> None:
+    assert find_api_route("GET", "/api/v1/customer/paged") == ("/api/v1/customer/paged", {})
+    assert find_api_route("GET", "/api/v1/customer/abc") == (
         "/api/v1/customer/{customer_id}",
         {"customer_id": "abc"},
     )
 
 
-def test_a_path_outside_the_table_is_no_route(gate: RequestGate) -> None:
+def test_a_path_outside_the_table_is_no_route() -> None:
     with pytest.raises(NoRoute) as missing:
-        gate._api_route("GET", "/api/v1/customer/a/b/c")
+        find_api_route("GET", "/api/v1/customer/a/b/c")
     assert missing.value.allowed == set()
     with pytest.raises(NoRoute) as wrong_method:
-        gate._api_route("PATCH", "/api/v1/customer/abc")
+        find_api_route("PATCH", "/api/v1/customer/abc")
     assert wrong_method.value.allowed == {"GET", "PUT", "DELETE"}
+
+
+def test_only_a_sane_entity_id_is_logged() -> None:
+    assert entity_id_of({"customer_id": "c-1"}) == "c-1"
+    assert entity_id_of({"service_id": "s_2"}) == "s_2"
+    assert entity_id_of({"customer_id": "a@b.example"}) is None  # could be personal data
+    assert entity_id_of({"customer_id": "x" * 65}) is None
+    assert entity_id_of({}) is None
