@@ -22,6 +22,7 @@ import json
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -177,8 +178,10 @@ def main() -> None:
     lag = Lag(spec)
     print(json.dumps(asyncio.run(lag.run())))
     if spec.get("series_file"):  # each write: seconds from the start, its lag in ms
+        started = time.time() - (time.perf_counter() - lag.t0)  # the start, as a wall clock
         Path(spec["series_file"]).write_text(
-            "\n".join(f"{a - lag.t0:.4f} {(b - a) * 1000:.2f}" for a, b in sorted(lag.series))
+            f"# started {datetime.fromtimestamp(started, UTC).isoformat()}\n"
+            + "\n".join(f"{a - lag.t0:.4f} {(b - a) * 1000:.2f}" for a, b in sorted(lag.series))
         )
 
 

@@ -199,6 +199,8 @@ def _lag_run(
         "database_url": ctx.system.database_url,
         "poll_ms": 2,
         "connections": 64 if rate >= 200 else 16,
+        # each write's lag, kept with the run's logs: when the slow ones happen
+        "series_file": str(ctx.workdir / f"lag-series-{table}-{rate}-{tenant}.txt"),
     }
     timeout = duration_s + p.lag_drain_s + 120
     if ctx.memory is None:
