@@ -11,6 +11,7 @@ stalls on this machine, so the control proves the condition the fix is tested in
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -21,6 +22,7 @@ from beeoclock.kafka import FetchWait
 STEP = 3_000  # batches stored per step until the shortest wait stalls
 NEW = 10  # records produced after the filling, to be consumed
 SHORTEST_MS = 1
+LONG_POLL_MS = 20_000
 
 
 def _consumer(servers: str, offsets: dict[TopicPartition, int]) -> KafkaConsumer:
@@ -74,7 +76,13 @@ def test_a_consumer_gets_the_records_of_a_partition_the_broker_cannot_answer_in_
         try:
             wait = FetchWait(consumer, probe_after_s=3600)
             assert wait.ms == SHORTEST_MS
-            got, stalls = 0, 0
+            # a stall shows within a few fetches, not when the caller's timeout is over (the
+            # poll used to last it all, holding every record back that long)
+            started = time.monotonic()
+            polled, stalled = wait.poll(LONG_POLL_MS)
+            assert stalled
+            assert time.monotonic() - started < LONG_POLL_MS / 1000 / 2
+            got, stalls = len(polled.get(slow, [])), 1
             for _ in range(15):
                 # records keep flowing in the other partition
                 producer.send(topic, b"busy", partition=1)
