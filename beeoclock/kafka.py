@@ -152,16 +152,18 @@ class FetchWait:
         if self.ms > self.shortest_ms:
             timeout_ms = max(timeout_ms, step_ms)
         deadline = time.monotonic() + timeout_ms / 1000
+        waiting = self.behind()
         while True:
-            waiting = self.behind()
             slice_ms = min(max(0, round((deadline - time.monotonic()) * 1000)), step_ms)
             polled = self.consumer.poll(timeout_ms=slice_ms)
+            after = self.behind()  # and what the next slice is judged against
             # not judged: a shorter slice (an answer may be on its way), or a poll that
             # returned as many records as it may (others may wait in the client)
             judged = slice_ms >= step_ms and (
                 sum(len(r) for r in polled.values()) < self.consumer.config["max_poll_records"]
             )
-            stalled = judged and any(self.behind().get(tp) == at for tp, at in waiting.items())
+            stalled = judged and any(after.get(tp) == at for tp, at in waiting.items())
+            waiting = after
             if polled or stalled or time.monotonic() >= deadline:
                 self._adapt(stalled)
                 return polled, stalled
