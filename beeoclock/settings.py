@@ -133,6 +133,15 @@ class Settings(BaseSettings):
         description="How long the relay waits for the broker to acknowledge a batch before it "
         "gives up, records nothing, and sends again from its recorded position.",
     )
+    relay_round_interval_ms: int = Field(
+        10,
+        ge=0,
+        le=1000,
+        description="Least time from the start of one relay round to the next while events "
+        "come faster than rounds (a round sent more than one): they go together, as fewer and "
+        "larger Kafka batches, instead of one batch per commit. An event alone goes at once; "
+        "0: rounds back to back.",
+    )
     relay_name: str = Field(
         "relay",
         max_length=64,

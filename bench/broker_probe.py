@@ -1,18 +1,21 @@
 """The development broker's cost as it fills: how much CPU tansu (memory storage) spends while
-records flow at a fixed rate from a relay-like producer (idempotent, acks=all, a flush per
-send) to a consumer with the projector's fetch settings, first on an empty topic, then after
+records flow at a fixed rate from a relay-like producer (idempotent, acks=all, a flush per round of
+sends) to a consumer with the projector's fetch settings, first on an empty topic, then after
 more and more small batches are stored. A real Kafka broker finds a fetch's offset through
 its index; this shows whether the stand-in does.
 
     python -m bench.broker_probe [--rate 100] [--steps 3] [--step-batches 15000]
-                                 [--batch-records 2]
+                                 [--batch-records 2] [--round-ms 0]
 
 `--batch-records` sets how many records each stored batch holds (the same records in fewer,
 larger batches: whether the broker's cost follows batches or records). `--one-partition`
 stores the batches in partition 0 only and, at each step, sends the flowing records to
 partition 0, then to partition 1: whether the cost follows what the partition fetched from
-holds, or what the topic holds. Each step also gives the records' latency from send to
-consumer (p50/p99 ms).
+holds, or what the topic holds. `--round-ms` sends the flowing records as the relay does with
+`relay_round_interval_ms`: in rounds, each the records due by then and one flush, and after a
+round that sent more than one the next starts at least that long after it (0, the default:
+rounds back to back, a flush for each record unless the broker falls behind). Each step
+also gives the records' latency from when each was due to the consumer (p50/p99 ms).
 
 Prints one line per step and, last, a JSON object. Starts its own broker on a free port and
 stops it (by pid) at the end."""
@@ -54,12 +57,15 @@ def flowing(
     seconds: float,
     partition: int | None = None,
     fixed_wait: bool = False,
+    round_ms: float = 0.0,
 ) -> dict[str, Any]:
     """Broker cores used while `rate` records/s flow from the producer to a consumer that
     fetches as the projector does (`fetch_max_wait_ms` 10, lengthened while the broker
     answers a partition empty though records wait in it: `kafka.FetchWait`; kept at 10 with
-    `fixed_wait`), and the records' latency from send to consumer; to `partition`, or
-    spread over all of them by key."""
+    `fixed_wait`), and the records' latency from when each was due to the consumer; to
+    `partition`, or spread over all of them by key. The producer sends in rounds as the relay
+    does, each round the records due by then and a flush; after a round that sent more than
+    one, the next starts at least `round_ms` after it (0: back to back)."""
     consumer = KafkaConsumer(
         bootstrap_servers=servers, enable_auto_commit=False, fetch_max_wait_ms=FETCH_WAIT_MS
     )
@@ -83,12 +89,21 @@ def flowing(
 
     thread = threading.Thread(target=consume, daemon=True)
     thread.start()
-    before, started, sent = _cpu(broker), time.monotonic(), 0
+    before, started, sent, rounds = _cpu(broker), time.monotonic(), 0, 0
+    offset = time.time() - started  # a record is stamped with the wall clock it was due at
     while time.monotonic() - started < seconds:
-        _send(producer, sent, f"{time.time():<{STAMP}.6f}".encode() + VALUE, partition)
+        # a round: every record due by now, one flush
+        round_started, before_round = time.monotonic(), sent
+        while started + sent / rate <= time.monotonic():
+            due = offset + started + sent / rate
+            _send(producer, sent, f"{due:<{STAMP}.6f}".encode() + VALUE, partition)
+            sent += 1
         producer.flush()
-        sent += 1
-        time.sleep(max(0.0, started + sent / rate - time.monotonic()))
+        rounds += 1
+        next_round = started + sent / rate
+        if sent - before_round > 1:  # records come faster than rounds: the relay's rule
+            next_round = max(next_round, round_started + round_ms / 1000)
+        time.sleep(max(0.0, next_round - time.monotonic()))
     used = _cpu(broker) - before
     time.sleep(1.0)
     stop.set()
@@ -98,6 +113,7 @@ def flowing(
     return {
         "partition": partition,
         "sent": sent,
+        "rounds": rounds,
         "consumed": len(latencies),
         "broker_cores": round(used / seconds, 3),
         "latency_p50_ms": ms["p50_ms"],
@@ -156,6 +172,13 @@ def main() -> None:
         action="store_true",
         help="the consumer keeps fetch_max_wait_ms at 10 (the projector before FetchWait)",
     )
+    parser.add_argument(
+        "--round-ms",
+        type=float,
+        default=0.0,
+        help="least time from the start of a round that sent more than one record to the "
+        "next (the relay's relay_round_interval_ms); 0: back to back",
+    )
     args = parser.parse_args()
     with own_broker([TOPIC]) as (servers, broker):
         producer = KafkaProducer(
@@ -175,7 +198,14 @@ def main() -> None:
                 stored += args.step_batches
             for target in targets:
                 found = flowing(
-                    servers, broker, producer, args.rate, args.seconds, target, args.fixed_wait
+                    servers,
+                    broker,
+                    producer,
+                    args.rate,
+                    args.seconds,
+                    target,
+                    args.fixed_wait,
+                    args.round_ms,
                 )
                 found["stored_batches"] = stored
                 found["stored_records"] = stored * args.batch_records
@@ -191,7 +221,8 @@ def main() -> None:
                     f"{stored:>7,} batches of {args.batch_records} stored{where}: "
                     f"{args.rate}/s flowing{to} costs the broker "
                     f"{found['broker_cores']:.2f} cores; {found['consumed']:,} of "
-                    f"{found['sent']:,} consumed, {latency}; fetch wait "
+                    f"{found['sent']:,} consumed ({found['rounds']:,} rounds), {latency}; "
+                    f"fetch wait "
                     f"{found['fetch_wait_ms']} ms at the end",
                     flush=True,
                 )
@@ -202,6 +233,7 @@ def main() -> None:
             "batch_records": args.batch_records,
             "one_partition": args.one_partition,
             "fixed_wait": args.fixed_wait,
+            "round_ms": args.round_ms,
         }
         print(json.dumps(summary | {"steps": steps}))
 

@@ -8,7 +8,13 @@
 - One relay is active at a time: it holds a PostgreSQL advisory lock on the session that also
   records its progress. A standby blocks on the lock and takes over when the holder's session
   ends (crash, kill -9, network loss), resuming from the recorded position.
-- It wakes on the store's LISTEN/NOTIFY channel, with a slow poll as a safety net.
+- It wakes on the store's LISTEN/NOTIFY channel, with a slow poll as a safety net. While
+  events come faster than its rounds (a round sent more than one), rounds start at least
+  `relay_round_interval_ms` apart, as Nagle's algorithm holds small segments while one is
+  unacknowledged: the commits of that time go as one Kafka batch per partition instead of
+  one each, for a few milliseconds more lag. The development broker's cost per fetch grows
+  with the batches a partition holds (bench/README.md, "Write → read lag"). An event
+  alone, or after a quiet spell, goes at once; a backlog goes round after round.
 - Messages are made from the stored events as they are: personal data stays sealed, and the
   relay holds no key to open it.
 - Each message names the notification the relay passed on before it for its tenant and stream
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -91,7 +98,9 @@ class Relay:
             producer = kafka.producer(self.settings)
             try:
                 position = self._position(conn)
+                interval_s = self.settings.relay_round_interval_ms / 1000
                 while not self.stopping.is_set():
+                    started = time.monotonic()
                     notifications = app.recorder.select_notifications(
                         start=position, limit=BATCH, inclusive_of_start=False
                     )
@@ -99,7 +108,7 @@ class Relay:
                         for _ in conn.notifies(timeout=IDLE_POLL_S, stop_after=1):
                             pass
                         continue
-                    last, poisoned = self._publish(app, producer, notifications, conn)
+                    last, poisoned, sent = self._publish(app, producer, notifications, conn)
                     position = notifications[-1].id
                     if poisoned:  # rare: the dead letters go with the position that passes them
                         with conn.transaction():
@@ -107,6 +116,10 @@ class Relay:
                             self._record_published(conn, position, last)
                     else:
                         self._record_published(conn, position, last)
+                    # events come faster than rounds, but not a backlog: let the next ones gather
+                    rest = interval_s - (time.monotonic() - started)
+                    if rest > 0 and sent > 1 and len(notifications) < BATCH:
+                        self.stopping.wait(rest)
             finally:
                 producer.close(timeout=5)
 
@@ -138,14 +151,14 @@ class Relay:
         producer: KafkaProducer,
         notifications: Sequence[Notification],
         conn: psycopg.Connection[Any],
-    ) -> tuple[dict[Key, int], list[tuple[Notification, str]]]:
+    ) -> tuple[dict[Key, int], list[tuple[Notification, str]], int]:
         """Send a batch and wait for every acknowledgement; returns the last notification
-        passed on of each (stream, tenant), sent or set aside, and the events that could not
-        be made messages of, with the reason (skipped: see `_bury`). Internal events
-        (uniqueness records) are not sent. An event of a class this release does not know
-        stops the relay there until a release that knows it runs (RelayError, retried): in a
-        rolling upgrade the write API may store a new kind of event before the relay is
-        upgraded, and skipping it would lose it for the read models."""
+        passed on of each (stream, tenant), sent or set aside, the events that could not be
+        made messages of, with the reason (skipped: see `_bury`), and how many were sent.
+        Internal events (uniqueness records) are not sent. An event of a class this release
+        does not know stops the relay there until a release that knows it runs (RelayError,
+        retried): in a rolling upgrade the write API may store a new kind of event before
+        the relay is upgraded, and skipping it would lose it for the read models."""
         published, poisoned = [], []
         for notification in notifications:
             try:
@@ -191,7 +204,7 @@ class Relay:
             except Exception as exc:
                 msg = f"a send was not acknowledged: {exc!r}"
                 raise RelayError(msg) from exc
-        return last, poisoned
+        return last, poisoned, len(futures)
 
     def _bury(
         self, conn: psycopg.Connection[Any], poisoned: list[tuple[Notification, str]]
