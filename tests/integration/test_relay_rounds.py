@@ -48,6 +48,7 @@ class CountingRelay(Relay):
         return [r for r in self.rounds if ids & set(r)]
 
     def sent(self, ids: set[int]) -> bool:
+        """Whether every one of these notifications is in a round the relay began."""
         return ids <= {i for r in self.rounds for i in r}
 
 
@@ -81,11 +82,10 @@ def test_commits_that_come_faster_than_rounds_go_together(settings: Settings) ->
     settings = settings.model_copy(update={"relay_round_interval_ms": 300})
     apps = [panel_application(settings, pool_size=1) for _ in range(4)]
     tenant = uuid.uuid4().hex[:24]
-    ids: set[int] = set()
 
     def write(app: PanelApplication) -> None:
         for _ in range(25):
-            ids.add(register(app, tenant))
+            register(app, tenant)
 
     try:
         with counting_relay(settings, slow_s=0.01) as relay:
@@ -93,14 +93,17 @@ def test_commits_that_come_faster_than_rounds_go_together(settings: Settings) ->
             eventually(lambda: relay.rounds, 30)
             time.sleep(0.5)
             writers = [threading.Thread(target=write, args=(app,)) for app in apps]
+            first = (apps[0].recorder.max_notification_id() or 0) + 1
             began = time.monotonic()
             for writer in writers:
                 writer.start()
             for writer in writers:
                 writer.join()
             took = time.monotonic() - began
-            eventually(lambda: relay.sent(ids), 10)
-            rounds = relay.rounds_with(ids)
+            last = apps[0].recorder.max_notification_id() or 0
+            assert last - first + 1 >= 100
+            eventually(lambda: relay.sent({last}), 10)  # in order: all before it too
+            rounds = relay.rounds_with(set(range(first, last + 1)))
     finally:
         for app in apps:
             app.close()
