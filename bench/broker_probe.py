@@ -1,8 +1,8 @@
 """The development broker's cost as it fills: how much CPU tansu (memory storage) spends while
-records flow at a fixed rate from a relay-like producer (idempotent, acks=all, a flush per round of
-sends) to a consumer with the projector's fetch settings, first on an empty topic, then after
-more and more small batches are stored. A real Kafka broker finds a fetch's offset through
-its index; this shows whether the stand-in does.
+records flow at a fixed rate from a relay-like producer (idempotent, acks=all, a flush per
+round of sends) to a consumer with the projector's fetch settings, first on an empty topic,
+then after more and more small batches are stored. A real Kafka broker finds a fetch's
+offset through its index; this shows whether the stand-in does.
 
     python -m bench.broker_probe [--rate 100] [--steps 3] [--step-batches 15000]
                                  [--batch-records 2] [--round-ms 0]
@@ -222,8 +222,7 @@ def main() -> None:
                     f"{args.rate}/s flowing{to} costs the broker "
                     f"{found['broker_cores']:.2f} cores; {found['consumed']:,} of "
                     f"{found['sent']:,} consumed ({found['rounds']:,} rounds), {latency}; "
-                    f"fetch wait "
-                    f"{found['fetch_wait_ms']} ms at the end",
+                    f"fetch wait {found['fetch_wait_ms']} ms at the end",
                     flush=True,
                 )
         producer.close()

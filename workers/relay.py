@@ -10,11 +10,11 @@
   ends (crash, kill -9, network loss), resuming from the recorded position.
 - It wakes on the store's LISTEN/NOTIFY channel, with a slow poll as a safety net. While
   events come faster than its rounds (a round sent more than one), rounds start at least
-  `relay_round_interval_ms` apart, as Nagle's algorithm holds small segments while one is
-  unacknowledged: the commits of that time go as one Kafka batch per partition instead of
-  one each, for a few milliseconds more lag. The development broker's cost per fetch grows
-  with the batches a partition holds (bench/README.md, "Write → read lag"). An event
-  alone, or after a quiet spell, goes at once; a backlog goes round after round.
+  `relay_round_interval_ms` apart: the commits of that time go as one Kafka batch per
+  partition instead of one each, for a few milliseconds more lag. The development broker's
+  cost per fetch grows with the batches a partition holds (bench/README.md, "Write → read
+  lag"). An event alone, or after a quiet spell, goes at once; a backlog goes round after
+  round.
 - Messages are made from the stored events as they are: personal data stays sealed, and the
   relay holds no key to open it.
 - Each message names the notification the relay passed on before it for its tenant and stream
